@@ -14,7 +14,7 @@ wit_bindgen::generate!({
 
 use exports::wxpay::signer::keyless as k;
 use exports::wxpay::signer::merchant_api as m;
-use wxpay::signer::types as t;
+use exports::wxpay::signer::types as t;
 
 struct Component;
 

@@ -136,3 +136,52 @@ pub fn params_from_lines(data: &[u8]) -> Option<Params> {
     let text = core::str::from_utf8(data).ok()?;
     crate::params::from_pairs(text.split('\n').filter_map(|l| l.split_once('='))).ok()
 }
+
+/// Differential check of canonicalization and signing: for any accepted
+/// `k=v` lines, the crate's canonical string and both signatures must equal
+/// a naive reimplementation that re-splits the raw lines, sorts them by
+/// name bytes, builds the whole `k=v&...&key=K` string and hashes it with
+/// the md-5 / hmac / sha2 crates directly.
+pub fn sign_differential(data: &[u8]) {
+    use hmac::{Hmac, KeyInit, Mac};
+    use md5::{Digest, Md5};
+    use sha2::Sha256;
+
+    let Some(params) = params_from_lines(data) else {
+        return;
+    };
+    // params_from_lines accepted the bytes, so they are UTF-8 with unique names.
+    let text = core::str::from_utf8(data).unwrap_or_else(|_| unreachable!("accepted input is UTF-8"));
+    let mut pairs: Vec<(&str, &str)> = text
+        .split('\n')
+        .filter_map(|line| line.split_once('='))
+        .filter(|(name, value)| *name != "sign" && !value.is_empty())
+        .collect();
+    pairs.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    let mut canonical = String::new();
+    for (name, value) in &pairs {
+        if !canonical.is_empty() {
+            canonical.push('&');
+        }
+        canonical.push_str(name);
+        canonical.push('=');
+        canonical.push_str(value);
+    }
+    assert_eq!(canonical::canonicalize(&params), canonical, "canonical string differs");
+
+    let mut signed = canonical;
+    if !signed.is_empty() {
+        signed.push('&');
+    }
+    signed.push_str("key=");
+    signed.push_str(FUZZ_KEY);
+
+    let key = ApiKey::new(FUZZ_KEY.into()).unwrap_or_else(|_| unreachable!("constant key is valid"));
+    let md5 = hex::encode_upper(Md5::digest(signed.as_bytes()));
+    assert_eq!(crate::sign::sign(&params, SignType::Md5, &key), md5, "MD5 signature differs");
+    let mut mac = Hmac::<Sha256>::new_from_slice(FUZZ_KEY.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(signed.as_bytes());
+    let hmac = hex::encode_upper(mac.finalize().into_bytes());
+    assert_eq!(crate::sign::sign(&params, SignType::HmacSha256, &key), hmac, "HMAC-SHA256 signature differs");
+}

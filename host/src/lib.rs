@@ -1,1 +1,20 @@
-//! placeholder
+//! # wxpay: the host
+//!
+//! The process that holds the merchant key and runs the signing component
+//! (`guest/`, contract `wit/signer.wit`) inside wasmtime. This crate is
+//! organised by the stages the data passes through:
+//!
+//! - [`sandbox`]: the component under wasmtime — engine policy, the allowed
+//!   imports, and a typed handle on an instance.
+//! - [`key`]: reading the key from a private file or the environment.
+//! - [`cli`]: the operator commands (`inspect`, `sign`, `verify`, `explain`).
+//!
+//! Later stages (the WeChat client, callbacks, the store, the agent API)
+//! build on these.
+
+pub mod cli;
+pub mod error;
+pub mod key;
+pub mod sandbox;
+
+pub use error::Error;

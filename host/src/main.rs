@@ -1,1 +1,5 @@
-fn main() {}
+//! The `wxpay` command.
+
+fn main() -> std::process::ExitCode {
+    wxpay::cli::run()
+}

@@ -1,0 +1,188 @@
+//! Known-answer vectors from `tests/vectors/`, run against the native core.
+//! `host/tests/component_vectors.rs` runs the same files through the component.
+
+use serde::Deserialize;
+use wxpay_guest::notify::ExpectedOrder;
+use wxpay_guest::refund_notify::ExpectedRefund;
+use wxpay_guest::{ApiKey, Error, Merchant, MerchantConfig, SignType, canonical, params, sign};
+
+fn load(name: &str) -> serde_json::Value {
+    let path = format!("{}/../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("vector file")).expect("vector JSON")
+}
+
+#[derive(Deserialize)]
+struct SignatureVector {
+    id: String,
+    params: Vec<(String, String)>,
+    key: String,
+    sign_type: String,
+    canonical: String,
+    sign: String,
+}
+
+fn sign_type(wire: &str) -> SignType {
+    SignType::from_wire(wire).expect("MD5 or HMAC-SHA256")
+}
+
+fn merchant(appid: &str, mch_id: &str, key: &str, sign_type: SignType) -> Merchant {
+    Merchant::new(MerchantConfig {
+        appid: appid.into(),
+        mch_id: mch_id.into(),
+        api_key: ApiKey::new(key.into()).expect("vector key"),
+        sign_type,
+        sub_appid: None,
+        sub_mch_id: None,
+        sandbox: false,
+    })
+    .expect("vector merchant")
+}
+
+fn vectors<T: for<'de> Deserialize<'de>>(file: &str) -> Vec<T> {
+    serde_json::from_value(load(file)["vectors"].clone()).expect("vector list")
+}
+
+#[test]
+fn signature_vectors() {
+    let all: Vec<SignatureVector> = vectors("signatures.json");
+    assert!(all.len() >= 11);
+    for v in all {
+        let p = params::from_pairs(v.params.clone()).expect(&v.id);
+        assert_eq!(canonical::canonicalize(&p), v.canonical, "{} canonical", v.id);
+        let key = ApiKey::new(v.key.clone()).expect(&v.id);
+        let st = sign_type(&v.sign_type);
+        assert_eq!(sign::sign(&p, st, &key), v.sign, "{} sign", v.id);
+        let mut signed = p.clone();
+        signed.insert("sign".into(), v.sign.clone());
+        assert_eq!(sign::verify(&signed, st, &key), Ok(()), "{} verify", v.id);
+        assert_eq!(
+            sign::verify(&signed, st.other(), &key),
+            Err(Error::SignatureMismatch(st.other())),
+            "{} must not verify with the other algorithm",
+            v.id
+        );
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientVector {
+    id: String,
+    kind: String,
+    appid: String,
+    mch_id: String,
+    key: String,
+    sign_type: String,
+    prepay_id: String,
+    nonce: String,
+    timestamp: u64,
+    expected: Vec<(String, String)>,
+}
+
+#[test]
+fn client_param_vectors() {
+    let all: Vec<ClientVector> = vectors("client_params.json");
+    assert_eq!(all.len(), 4);
+    for v in all {
+        let m = merchant(&v.appid, &v.mch_id, &v.key, sign_type(&v.sign_type));
+        let got = match v.kind.as_str() {
+            "jsapi" => m.jsapi_params(&v.prepay_id, &v.nonce, v.timestamp),
+            "app" => m.app_params(&v.prepay_id, &v.nonce, v.timestamp),
+            other => panic!("unknown kind {other}"),
+        };
+        assert_eq!(got.expect(&v.id), v.expected, "{}", v.id);
+    }
+}
+
+#[derive(Deserialize)]
+struct MerchantJson {
+    appid: String,
+    mch_id: String,
+    key: String,
+    sign_type: String,
+}
+
+#[derive(Deserialize)]
+struct NotificationVector {
+    id: String,
+    kind: String,
+    merchant: MerchantJson,
+    body: String,
+    #[serde(default)]
+    expected_order: Option<serde_json::Value>,
+    #[serde(default)]
+    expected_refund: Option<serde_json::Value>,
+    outcome: serde_json::Value,
+}
+
+/// The WIT case name of an error, as the vector files spell it.
+fn case_name(e: &Error) -> &'static str {
+    match e {
+        Error::InvalidField(_) => "invalid-field",
+        Error::DuplicateField(_) => "duplicate-field",
+        Error::XmlRejected(_) => "xml-rejected",
+        Error::SignatureMissing => "signature-missing",
+        Error::SignatureMismatch(_) => "signature-mismatch",
+        Error::SignTypeMismatch(_) => "sign-type-mismatch",
+        Error::WrongMerchant(_) => "wrong-merchant",
+        Error::OrderMismatch(_) => "order-mismatch",
+        Error::AmountMismatch(_) => "amount-mismatch",
+        Error::ReturnFailed(_) => "return-failed",
+        Error::Wechat(_) => "wechat",
+        Error::DecryptFailed(_) => "decrypt-failed",
+        _ => "unknown",
+    }
+}
+
+fn check_fields(id: &str, fields: &wxpay_guest::Params, extra: &[(&str, String)], expected: &serde_json::Value) {
+    for (name, want) in expected.as_object().expect("ok object") {
+        let got = extra
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| fields.get(name).cloned())
+            .unwrap_or_else(|| panic!("{id}: no field {name}"));
+        let want = match want {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        assert_eq!(got, want, "{id}: {name}");
+    }
+}
+
+#[test]
+fn notification_vectors() {
+    let all: Vec<NotificationVector> = vectors("notifications.json");
+    assert!(all.len() >= 12);
+    for v in all {
+        let m = merchant(&v.merchant.appid, &v.merchant.mch_id, &v.merchant.key, sign_type(&v.merchant.sign_type));
+        let result: Result<(wxpay_guest::Params, Vec<(&str, String)>), Error> = match v.kind.as_str() {
+            "payment" => {
+                let expected = v.expected_order.as_ref().map(|e| ExpectedOrder {
+                    out_trade_no: e["out_trade_no"].as_str().expect("out_trade_no").into(),
+                    total_fee: e["total_fee"].as_u64().expect("total_fee"),
+                    fee_type: None,
+                    sign_type: None,
+                });
+                m.verify_payment_notification(v.body.as_bytes(), expected.as_ref()).map(|n| {
+                    let extra = vec![("paid", n.paid.to_string()), ("total_fee", n.total_fee.to_string())];
+                    (n.fields, extra)
+                })
+            }
+            "refund" => {
+                let expected = v.expected_refund.as_ref().map(|e| ExpectedRefund {
+                    out_trade_no: e["out_trade_no"].as_str().expect("out_trade_no").into(),
+                    out_refund_no: e["out_refund_no"].as_str().expect("out_refund_no").into(),
+                    refund_fee: e["refund_fee"].as_u64().expect("refund_fee"),
+                });
+                m.verify_refund_notification(v.body.as_bytes(), expected.as_ref())
+                    .map(|n| (n.fields, vec![]))
+            }
+            other => panic!("unknown kind {other}"),
+        };
+        match (&result, v.outcome.get("ok"), v.outcome.get("error")) {
+            (Ok((fields, extra)), Some(ok), None) => check_fields(&v.id, fields, extra, ok),
+            (Err(e), None, Some(want)) => assert_eq!(case_name(e), want.as_str().expect("error name"), "{}: {e}", v.id),
+            _ => panic!("{}: unexpected result {:?}", v.id, result.map(|_| ())),
+        }
+    }
+}
