@@ -5,11 +5,12 @@
 # except the build directory (fuzz/target, git-ignored).
 #
 # Fails (exit 1) if any target crashes, panics, times out on an input or
-# runs out of memory; the offending inputs are listed and, if
-# FUZZ_ARTIFACTS_DIR is set, copied there for CI to upload.
+# runs out of memory. The offending inputs are printed (base64) and copied
+# to FUZZ_ARTIFACTS_DIR/<target>/ (default: fuzz/artifacts, git-ignored)
+# for CI to upload; reproduce with `cargo +nightly fuzz run <target> <file>`.
 #
 # Assumes cargo-fuzz is installed (`cargo install cargo-fuzz --locked`).
-# Environment: FUZZ_TOOLCHAIN (default nightly), FUZZ_ARTIFACTS_DIR (optional).
+# Environment: FUZZ_TOOLCHAIN (default nightly), FUZZ_ARTIFACTS_DIR.
 set -euo pipefail
 
 secs="${1:-10}"
@@ -19,6 +20,7 @@ esac
 toolchain="${FUZZ_TOOLCHAIN:-nightly}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
+artifacts_out="${FUZZ_ARTIFACTS_DIR:-$PWD/artifacts}"
 
 cargo "+$toolchain" fuzz build
 
@@ -35,6 +37,7 @@ for target in $(cargo "+$toolchain" fuzz list); do
   fi
   echo "::group::fuzz $target (${secs}s)"
   # -timeout: an input taking longer than 10 s is a failure, not a stall.
+  # cargo-fuzz passes its own -artifact_prefix first; libFuzzer uses the last.
   if cargo "+$toolchain" fuzz run "$target" "$corpus" -- \
       -max_total_time="$secs" -timeout=10 -artifact_prefix="$artifacts/" -print_final_stats=1; then
     echo "::endgroup::"
@@ -45,16 +48,14 @@ for target in $(cargo "+$toolchain" fuzz list); do
       [ -e "$f" ] || continue
       echo "  input $(basename "$f") (base64): $(base64 -w0 "$f" | head -c 4096)" >&2
     done
-    if [ -n "${FUZZ_ARTIFACTS_DIR:-}" ]; then
-      mkdir -p "$FUZZ_ARTIFACTS_DIR/$target"
-      cp -R "$artifacts/." "$FUZZ_ARTIFACTS_DIR/$target/"
-    fi
+    mkdir -p "$artifacts_out/$target"
+    cp -R "$artifacts/." "$artifacts_out/$target/"
     failed+=("$target")
   fi
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
-  echo "fuzz smoke test failed: ${failed[*]}" >&2
+  echo "fuzz smoke test failed: ${failed[*]} (inputs in $artifacts_out)" >&2
   echo "reproduce with: cargo +$toolchain fuzz run <target> <input-file>" >&2
   exit 1
 fi

@@ -84,6 +84,12 @@ fn precheck(body: &[u8], max_bytes: usize) -> Result<&str> {
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
+    if let Some(at) = text.find(is_forbidden_in_xml) {
+        return Err(Error::xml(
+            XmlReason::Malformed,
+            format!("a character XML 1.0 does not allow, at byte {at}"),
+        ));
+    }
     if contains_ignore_ascii_case(text, "<!DOCTYPE") {
         return Err(Error::xml(XmlReason::Doctype, "document type declarations are not accepted"));
     }

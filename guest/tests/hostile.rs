@@ -65,6 +65,10 @@ fn shape_violations_have_reasons() {
     assert_eq!(xml_reason(b"   "), XmlReason::Empty);
     assert_eq!(xml_reason(b"<?xml version=\"1.0\" encoding=\"GBK\"?><xml/>"), XmlReason::Encoding);
     assert_eq!(xml_reason(b"<xml>text<a>1</a></xml>"), XmlReason::Malformed);
+    // Found by the xml_parse fuzz target: raw characters XML 1.0 forbids.
+    assert_eq!(xml_reason(b"<xml><a>\0</a></xml>"), XmlReason::Malformed);
+    assert_eq!(xml_reason(b"<xml><a><![CDATA[\x01]]></a></xml>"), XmlReason::Malformed);
+    assert_eq!(xml_reason("<xml><a>\u{fffe}</a></xml>".as_bytes()), XmlReason::Malformed);
 }
 
 #[test]

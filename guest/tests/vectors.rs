@@ -1,25 +1,13 @@
 //! Known-answer vectors from `tests/vectors/`, run against the native core.
 //! `host/tests/component_vectors.rs` runs the same files through the component.
 
-use serde::Deserialize;
 use wxpay_guest::notify::ExpectedOrder;
 use wxpay_guest::refund_notify::ExpectedRefund;
 use wxpay_guest::{ApiKey, Error, Merchant, MerchantConfig, SignType, canonical, params, sign};
 
-fn load(name: &str) -> serde_json::Value {
-    let path = format!("{}/../tests/vectors/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("vector file")).expect("vector JSON")
-}
-
-#[derive(Deserialize)]
-struct SignatureVector {
-    id: String,
-    params: Vec<(String, String)>,
-    key: String,
-    sign_type: String,
-    canonical: String,
-    sign: String,
-}
+#[path = "../../tests/support/vectors.rs"]
+mod vectors;
+use vectors::{ClientVector, NotificationVector, Outcome, SignatureVector, check_fields, load};
 
 fn sign_type(wire: &str) -> SignType {
     SignType::from_wire(wire).expect("MD5 or HMAC-SHA256")
@@ -38,13 +26,9 @@ fn merchant(appid: &str, mch_id: &str, key: &str, sign_type: SignType) -> Mercha
     .expect("vector merchant")
 }
 
-fn vectors<T: for<'de> Deserialize<'de>>(file: &str) -> Vec<T> {
-    serde_json::from_value(load(file)["vectors"].clone()).expect("vector list")
-}
-
 #[test]
 fn signature_vectors() {
-    let all: Vec<SignatureVector> = vectors("signatures.json");
+    let all: Vec<SignatureVector> = load("signatures.json");
     assert!(all.len() >= 11);
     for v in all {
         let p = params::from_pairs(v.params.clone()).expect(&v.id);
@@ -64,23 +48,9 @@ fn signature_vectors() {
     }
 }
 
-#[derive(Deserialize)]
-struct ClientVector {
-    id: String,
-    kind: String,
-    appid: String,
-    mch_id: String,
-    key: String,
-    sign_type: String,
-    prepay_id: String,
-    nonce: String,
-    timestamp: u64,
-    expected: Vec<(String, String)>,
-}
-
 #[test]
 fn client_param_vectors() {
-    let all: Vec<ClientVector> = vectors("client_params.json");
+    let all: Vec<ClientVector> = load("client_params.json");
     assert_eq!(all.len(), 4);
     for v in all {
         let m = merchant(&v.appid, &v.mch_id, &v.key, sign_type(&v.sign_type));
@@ -91,27 +61,6 @@ fn client_param_vectors() {
         };
         assert_eq!(got.expect(&v.id), v.expected, "{}", v.id);
     }
-}
-
-#[derive(Deserialize)]
-struct MerchantJson {
-    appid: String,
-    mch_id: String,
-    key: String,
-    sign_type: String,
-}
-
-#[derive(Deserialize)]
-struct NotificationVector {
-    id: String,
-    kind: String,
-    merchant: MerchantJson,
-    body: String,
-    #[serde(default)]
-    expected_order: Option<serde_json::Value>,
-    #[serde(default)]
-    expected_refund: Option<serde_json::Value>,
-    outcome: serde_json::Value,
 }
 
 /// The WIT case name of an error, as the vector files spell it.
@@ -133,33 +82,17 @@ fn case_name(e: &Error) -> &'static str {
     }
 }
 
-fn check_fields(id: &str, fields: &wxpay_guest::Params, extra: &[(&str, String)], expected: &serde_json::Value) {
-    for (name, want) in expected.as_object().expect("ok object") {
-        let got = extra
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .or_else(|| fields.get(name).cloned())
-            .unwrap_or_else(|| panic!("{id}: no field {name}"));
-        let want = match want {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        assert_eq!(got, want, "{id}: {name}");
-    }
-}
-
 #[test]
 fn notification_vectors() {
-    let all: Vec<NotificationVector> = vectors("notifications.json");
+    let all: Vec<NotificationVector> = load("notifications.json");
     assert!(all.len() >= 12);
     for v in all {
         let m = merchant(&v.merchant.appid, &v.merchant.mch_id, &v.merchant.key, sign_type(&v.merchant.sign_type));
         let result: Result<(wxpay_guest::Params, Vec<(&str, String)>), Error> = match v.kind.as_str() {
             "payment" => {
                 let expected = v.expected_order.as_ref().map(|e| ExpectedOrder {
-                    out_trade_no: e["out_trade_no"].as_str().expect("out_trade_no").into(),
-                    total_fee: e["total_fee"].as_u64().expect("total_fee"),
+                    out_trade_no: e.out_trade_no.clone(),
+                    total_fee: e.total_fee,
                     fee_type: None,
                     sign_type: None,
                 });
@@ -170,18 +103,24 @@ fn notification_vectors() {
             }
             "refund" => {
                 let expected = v.expected_refund.as_ref().map(|e| ExpectedRefund {
-                    out_trade_no: e["out_trade_no"].as_str().expect("out_trade_no").into(),
-                    out_refund_no: e["out_refund_no"].as_str().expect("out_refund_no").into(),
-                    refund_fee: e["refund_fee"].as_u64().expect("refund_fee"),
+                    out_trade_no: e.out_trade_no.clone(),
+                    out_refund_no: e.out_refund_no.clone(),
+                    refund_fee: e.refund_fee,
                 });
                 m.verify_refund_notification(v.body.as_bytes(), expected.as_ref())
                     .map(|n| (n.fields, vec![]))
             }
             other => panic!("unknown kind {other}"),
         };
-        match (&result, v.outcome.get("ok"), v.outcome.get("error")) {
-            (Ok((fields, extra)), Some(ok), None) => check_fields(&v.id, fields, extra, ok),
-            (Err(e), None, Some(want)) => assert_eq!(case_name(e), want.as_str().expect("error name"), "{}: {e}", v.id),
+        match (&result, &v.outcome) {
+            (Ok((fields, extra)), Outcome::Ok(want)) => check_fields(&v.id, want, |name| {
+                extra
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| fields.get(name).cloned())
+            }),
+            (Err(e), Outcome::Error(want)) => assert_eq!(case_name(e), want, "{}: {e}", v.id),
             _ => panic!("{}: unexpected result {:?}", v.id, result.map(|_| ())),
         }
     }

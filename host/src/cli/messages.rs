@@ -23,7 +23,7 @@ struct MerchantArgs {
     /// The merchant number (default: the message's `mch_id`).
     #[arg(long, env = "WXPAY_MCH_ID")]
     mch_id: Option<String>,
-    /// The signature algorithm the merchant uses.
+    /// The signature algorithm the merchant uses (for `explain`: the one the verifier used).
     #[arg(long, value_enum, default_value = "md5")]
     sign_type: SignTypeArg,
     /// Service-provider mode: the sub-merchant's appid.
@@ -114,9 +114,6 @@ pub(super) struct VerifyArgs {
 pub(super) struct ExplainArgs {
     #[command(flatten)]
     component: ComponentArgs,
-    /// The algorithm the verifier used.
-    #[arg(long, value_enum, default_value = "md5")]
-    sign_type: SignTypeArg,
     /// Also test hypotheses with the merchant key (from --key-file or --key-env).
     #[arg(long)]
     with_key: bool,
@@ -246,14 +243,13 @@ pub(super) fn explain(args: &ExplainArgs) -> Result<(), Error> {
     let sandbox = args.component.sandbox()?;
     let mut signer = sandbox.instantiate()?;
     let params = read_params(&mut signer, &bytes)?;
-    let explanation = signer.explain_signature(&params, args.sign_type.into())?;
+    let explanation = signer.explain_signature(&params, args.merchant.sign_type.into())?;
     println!("string to sign: {}", explanation.redacted_string_to_sign);
     if let Some(looks) = explanation.sign_looks_like {
         println!("the sign looks like: {}", sign_type_name(looks));
     }
     let causes = if args.with_key {
-        let mut settings = args.merchant.settings(&params)?;
-        settings.sign_type = args.sign_type.into();
+        let settings = args.merchant.settings(&params)?;
         let key = args.key.load()?;
         let merchant = signer.merchant(&settings, &key)?;
         let findings = signer.diagnose_signature(&merchant, &params);
