@@ -19,8 +19,12 @@ const PROFILE: &str = "guest";
 const ARTIFACT: &str = "wxpay_guest";
 
 fn main() {
-    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("host/ sits in the workspace root").to_path_buf();
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace root")
+        .to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo::rerun-if-env-changed=WXPAY_GUEST_WASM");
 
@@ -34,7 +38,11 @@ fn main() {
     };
     let embedded = out_dir.join("wxpay_signer.wasm");
     if let Err(e) = fs::copy(&wasm, &embedded) {
-        fail(&format!("cannot copy the component {} to {}: {e}", wasm.display(), embedded.display()));
+        fail(&format!(
+            "cannot copy the component {} to {}: {e}",
+            wasm.display(),
+            embedded.display()
+        ));
     }
 }
 
@@ -44,7 +52,16 @@ fn build_guest(root: &Path) -> PathBuf {
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(root)
-        .args(["build", "--package", "wxpay-guest", "--lib", "--target", TARGET, "--profile", PROFILE])
+        .args([
+            "build",
+            "--package",
+            "wxpay-guest",
+            "--lib",
+            "--target",
+            TARGET,
+            "--profile",
+            PROFILE,
+        ])
         .arg("--manifest-path")
         .arg(root.join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target_dir)
@@ -56,8 +73,12 @@ fn build_guest(root: &Path) -> PathBuf {
         .status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => fail(&format!("building the guest component failed ({s}); the errors are above")),
-        Err(e) => fail(&format!("cannot run cargo to build the guest component: {e}")),
+        Ok(s) => fail(&format!(
+            "building the guest component failed ({s}); the errors are above"
+        )),
+        Err(e) => fail(&format!(
+            "cannot run cargo to build the guest component: {e}"
+        )),
     }
     let artifacts = target_dir.join(TARGET).join(PROFILE);
     emit_rerun_from_dep_info(&artifacts.join(format!("{ARTIFACT}.d")), root);
@@ -70,7 +91,11 @@ fn build_guest(root: &Path) -> PathBuf {
 /// `<target>/guest-build`, beside the outer build's own directories.
 fn guest_target_dir(root: &Path) -> PathBuf {
     let outer = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let outer = if outer.is_absolute() { outer } else { root.join(outer) };
+    let outer = if outer.is_absolute() {
+        outer
+    } else {
+        root.join(outer)
+    };
     outer.join("guest-build")
 }
 
@@ -80,7 +105,9 @@ fn ensure_wasm_target() {
     if wasm_target_installed() {
         return;
     }
-    println!("cargo::warning=the {TARGET} target is missing; installing it with `rustup target add {TARGET}`");
+    println!(
+        "cargo::warning=the {TARGET} target is missing; installing it with `rustup target add {TARGET}`"
+    );
     let installed = Command::new("rustup")
         .args(["target", "add", TARGET])
         .status()

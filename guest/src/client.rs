@@ -40,9 +40,18 @@ fn check_inputs(prepay_id: &str, nonce: &str, timestamp: u64) -> Result<()> {
 
 impl Merchant {
     /// JSAPI / mini-program parameters, with `paySign`.
-    pub fn jsapi_params(&self, prepay_id: &str, nonce: &str, timestamp: u64) -> Result<ClientParams> {
+    pub fn jsapi_params(
+        &self,
+        prepay_id: &str,
+        nonce: &str,
+        timestamp: u64,
+    ) -> Result<ClientParams> {
         check_inputs(prepay_id, nonce, timestamp)?;
-        let app_id = self.config.sub_appid.as_deref().unwrap_or(&self.config.appid);
+        let app_id = self
+            .config
+            .sub_appid
+            .as_deref()
+            .unwrap_or(&self.config.appid);
         let sign_type = self.config.sign_type;
         let ordered = [
             ("appId", String::from(app_id)),
@@ -51,7 +60,10 @@ impl Merchant {
             ("package", format!("prepay_id={prepay_id}")),
             ("signType", String::from(sign_type.as_str())),
         ];
-        let signed: Params = ordered.iter().map(|(k, v)| (String::from(*k), v.clone())).collect();
+        let signed: Params = ordered
+            .iter()
+            .map(|(k, v)| (String::from(*k), v.clone()))
+            .collect();
         let pay_sign = self.sign(&signed, sign_type);
         Ok(with_signature(ordered, "paySign", pay_sign))
     }
@@ -59,7 +71,11 @@ impl Merchant {
     /// APP parameters, with `sign`.
     pub fn app_params(&self, prepay_id: &str, nonce: &str, timestamp: u64) -> Result<ClientParams> {
         check_inputs(prepay_id, nonce, timestamp)?;
-        let partner_id = self.config.sub_mch_id.as_deref().unwrap_or(&self.config.mch_id);
+        let partner_id = self
+            .config
+            .sub_mch_id
+            .as_deref()
+            .unwrap_or(&self.config.mch_id);
         let ordered = [
             ("appid", self.config.appid.clone()),
             ("partnerid", String::from(partner_id)),
@@ -68,13 +84,20 @@ impl Merchant {
             ("noncestr", String::from(nonce)),
             ("timestamp", timestamp.to_string()),
         ];
-        let signed: Params = ordered.iter().map(|(k, v)| (String::from(*k), v.clone())).collect();
+        let signed: Params = ordered
+            .iter()
+            .map(|(k, v)| (String::from(*k), v.clone()))
+            .collect();
         let sign = self.sign(&signed, self.config.sign_type);
         Ok(with_signature(ordered, "sign", sign))
     }
 }
 
-fn with_signature<const N: usize>(ordered: [(&str, String); N], name: &str, sign: String) -> ClientParams {
+fn with_signature<const N: usize>(
+    ordered: [(&str, String); N],
+    name: &str,
+    sign: String,
+) -> ClientParams {
     ordered
         .into_iter()
         .map(|(k, v)| (String::from(k), v))

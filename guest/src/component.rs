@@ -161,7 +161,11 @@ impl k::Guest for Component {
         policy_to_wit(order::Policy::default())
     }
 
-    fn validate_order(intent: k::OrderIntent, catalog: Vec<k::Product>, policy: k::Policy) -> Result<k::ValidatedOrder, t::Error> {
+    fn validate_order(
+        intent: k::OrderIntent,
+        catalog: Vec<k::Product>,
+        policy: k::Policy,
+    ) -> Result<k::ValidatedOrder, t::Error> {
         let intent = order::OrderIntent {
             product_id: intent.product_id,
             quantity: intent.quantity,
@@ -215,7 +219,10 @@ impl k::Guest for Component {
         })
     }
 
-    fn explain_signature(params: Pairs, expected: t::SignType) -> Result<k::SignatureExplanation, t::Error> {
+    fn explain_signature(
+        params: Pairs,
+        expected: t::SignType,
+    ) -> Result<k::SignatureExplanation, t::Error> {
         let e = explain::explain(&to_params(params)?, expected.into());
         Ok(k::SignatureExplanation {
             redacted_string_to_sign: e.redacted_string_to_sign,
@@ -286,8 +293,17 @@ impl m::GuestMerchant for MerchantResource {
         (String::from(self.0.appid()), String::from(self.0.mch_id()))
     }
 
-    fn sign_params(&self, params: Pairs, path: String, nonce: String) -> Result<m::SignedRequest, t::Error> {
-        Ok(signed(self.0.sign_params(to_params(params)?, &path, &nonce)?))
+    fn sign_params(
+        &self,
+        params: Pairs,
+        path: String,
+        nonce: String,
+    ) -> Result<m::SignedRequest, t::Error> {
+        Ok(signed(self.0.sign_params(
+            to_params(params)?,
+            &path,
+            &nonce,
+        )?))
     }
 
     fn sign(&self, params: Pairs, sign_type: Option<t::SignType>) -> Result<String, t::Error> {
@@ -295,7 +311,11 @@ impl m::GuestMerchant for MerchantResource {
         Ok(self.0.sign(&to_params(params)?, sign_type))
     }
 
-    fn unified_order(&self, o: m::UnifiedOrder, nonce: String) -> Result<m::SignedRequest, t::Error> {
+    fn unified_order(
+        &self,
+        o: m::UnifiedOrder,
+        nonce: String,
+    ) -> Result<m::SignedRequest, t::Error> {
         let order = request::UnifiedOrder {
             body: o.body,
             out_trade_no: o.out_trade_no,
@@ -325,7 +345,11 @@ impl m::GuestMerchant for MerchantResource {
         Ok(signed(self.0.order_query(&order_ref(order), &nonce)?))
     }
 
-    fn close_order(&self, out_trade_no: String, nonce: String) -> Result<m::SignedRequest, t::Error> {
+    fn close_order(
+        &self,
+        out_trade_no: String,
+        nonce: String,
+    ) -> Result<m::SignedRequest, t::Error> {
         Ok(signed(self.0.close_order(&out_trade_no, &nonce)?))
     }
 
@@ -343,7 +367,12 @@ impl m::GuestMerchant for MerchantResource {
         Ok(signed(self.0.refund(&refund, &nonce)?))
     }
 
-    fn refund_query(&self, r: m::RefundRef, offset: Option<u32>, nonce: String) -> Result<m::SignedRequest, t::Error> {
+    fn refund_query(
+        &self,
+        r: m::RefundRef,
+        offset: Option<u32>,
+        nonce: String,
+    ) -> Result<m::SignedRequest, t::Error> {
         let refund = match r {
             m::RefundRef::RefundId(v) => request::RefundRef::RefundId(v),
             m::RefundRef::OutRefundNo(v) => request::RefundRef::OutRefundNo(v),
@@ -353,7 +382,11 @@ impl m::GuestMerchant for MerchantResource {
         Ok(signed(self.0.refund_query(&refund, offset, &nonce)?))
     }
 
-    fn download_bill(&self, b: m::BillRequest, nonce: String) -> Result<m::SignedRequest, t::Error> {
+    fn download_bill(
+        &self,
+        b: m::BillRequest,
+        nonce: String,
+    ) -> Result<m::SignedRequest, t::Error> {
         let bill = request::BillRequest {
             bill_date: b.bill_date,
             bill_type: b.bill_type,
@@ -388,22 +421,34 @@ impl m::GuestMerchant for MerchantResource {
         Ok(signed(self.0.get_sign_key(&nonce)?))
     }
 
-    fn verify_response(&self, body: Vec<u8>, request_sign_type: t::SignType) -> Result<Pairs, t::Error> {
-        Ok(params::to_pairs(&self.0.verify_response(&body, request_sign_type.into())?))
+    fn verify_response(
+        &self,
+        body: Vec<u8>,
+        request_sign_type: t::SignType,
+    ) -> Result<Pairs, t::Error> {
+        Ok(params::to_pairs(
+            &self.0.verify_response(&body, request_sign_type.into())?,
+        ))
     }
 
     fn check_bill(&self, body: Vec<u8>) -> Result<String, t::Error> {
         Ok(self.0.check_bill(&body)?)
     }
 
-    fn verify_payment_notification(&self, body: Vec<u8>, expected: Option<m::ExpectedOrder>) -> Result<m::PaymentNotice, t::Error> {
+    fn verify_payment_notification(
+        &self,
+        body: Vec<u8>,
+        expected: Option<m::ExpectedOrder>,
+    ) -> Result<m::PaymentNotice, t::Error> {
         let expected = expected.map(|e| notify::ExpectedOrder {
             out_trade_no: e.out_trade_no,
             total_fee: e.total_fee,
             fee_type: e.fee_type,
             sign_type: e.sign_type.map(Into::into),
         });
-        let n = self.0.verify_payment_notification(&body, expected.as_ref())?;
+        let n = self
+            .0
+            .verify_payment_notification(&body, expected.as_ref())?;
         Ok(m::PaymentNotice {
             out_trade_no: n.out_trade_no,
             transaction_id: n.transaction_id,
@@ -421,13 +466,19 @@ impl m::GuestMerchant for MerchantResource {
         })
     }
 
-    fn verify_refund_notification(&self, body: Vec<u8>, expected: Option<m::ExpectedRefund>) -> Result<m::RefundNotice, t::Error> {
+    fn verify_refund_notification(
+        &self,
+        body: Vec<u8>,
+        expected: Option<m::ExpectedRefund>,
+    ) -> Result<m::RefundNotice, t::Error> {
         let expected = expected.map(|e| refund_notify::ExpectedRefund {
             out_trade_no: e.out_trade_no,
             out_refund_no: e.out_refund_no,
             refund_fee: e.refund_fee,
         });
-        let n = self.0.verify_refund_notification(&body, expected.as_ref())?;
+        let n = self
+            .0
+            .verify_refund_notification(&body, expected.as_ref())?;
         Ok(m::RefundNotice {
             out_trade_no: n.out_trade_no,
             transaction_id: n.transaction_id,
@@ -442,11 +493,21 @@ impl m::GuestMerchant for MerchantResource {
         })
     }
 
-    fn jsapi_params(&self, prepay_id: String, nonce: String, timestamp: u64) -> Result<Pairs, t::Error> {
+    fn jsapi_params(
+        &self,
+        prepay_id: String,
+        nonce: String,
+        timestamp: u64,
+    ) -> Result<Pairs, t::Error> {
         Ok(self.0.jsapi_params(&prepay_id, &nonce, timestamp)?)
     }
 
-    fn app_params(&self, prepay_id: String, nonce: String, timestamp: u64) -> Result<Pairs, t::Error> {
+    fn app_params(
+        &self,
+        prepay_id: String,
+        nonce: String,
+        timestamp: u64,
+    ) -> Result<Pairs, t::Error> {
         Ok(self.0.app_params(&prepay_id, &nonce, timestamp)?)
     }
 
@@ -454,6 +515,5 @@ impl m::GuestMerchant for MerchantResource {
         Ok(self.0.diagnose_signature(&to_params(params)?)?)
     }
 }
-
 
 export!(Component);

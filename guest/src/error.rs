@@ -188,7 +188,11 @@ impl Error {
         Self::XmlRejected(XmlError { reason, detail })
     }
 
-    pub(crate) fn mismatch(field: &str, expected: impl Into<String>, found: impl Into<String>) -> Mismatch {
+    pub(crate) fn mismatch(
+        field: &str,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Mismatch {
         Mismatch {
             field: field.into(),
             expected: expected.into(),
@@ -205,14 +209,28 @@ impl fmt::Display for Error {
             Self::XmlRejected(e) => write!(f, "XML rejected ({:?}): {}", e.reason, e.detail),
             Self::SignatureMissing => f.write_str("the message has no `sign` field"),
             Self::SignatureMismatch(t) => write!(f, "signature does not match ({t})"),
-            Self::SignTypeMismatch(m) => write!(f, "sign_type: expected {}, message says {}", m.expected, m.found),
-            Self::WrongMerchant(m) => write!(f, "`{}` is {:?}, this merchant's is {:?}", m.field, m.found, m.expected),
+            Self::SignTypeMismatch(m) => write!(
+                f,
+                "sign_type: expected {}, message says {}",
+                m.expected, m.found
+            ),
+            Self::WrongMerchant(m) => write!(
+                f,
+                "`{}` is {:?}, this merchant's is {:?}",
+                m.field, m.found, m.expected
+            ),
             Self::OrderMismatch(m) | Self::AmountMismatch(m) => {
-                write!(f, "`{}` is {:?}, expected {:?}", m.field, m.found, m.expected)
+                write!(
+                    f,
+                    "`{}` is {:?}, expected {:?}",
+                    m.field, m.found, m.expected
+                )
             }
             Self::ReturnFailed(msg) => write!(f, "WeChat refused the request: {msg}"),
             Self::Wechat(e) => write!(f, "WeChat error {}: {} ({})", e.code, e.description, e.hint),
-            Self::DecryptFailed(r) => write!(f, "refund notification could not be decrypted: {r:?}"),
+            Self::DecryptFailed(r) => {
+                write!(f, "refund notification could not be decrypted: {r:?}")
+            }
         }
     }
 }

@@ -41,7 +41,9 @@ pub fn explain(params: &Params, expected: SignType) -> Explanation {
     let looks_like = SignType::guess_from_sign(received);
     let mut causes = Vec::new();
     if received.is_empty() {
-        causes.push(String::from("the message has no `sign` field: a forged or truncated message"));
+        causes.push(String::from(
+            "the message has no `sign` field: a forged or truncated message",
+        ));
     }
     sign_type_causes(params, expected, received, looks_like, &mut causes);
     value_causes(params, &mut causes);
@@ -58,7 +60,13 @@ pub fn explain(params: &Params, expected: SignType) -> Explanation {
     }
 }
 
-fn sign_type_causes(params: &Params, expected: SignType, received: &str, looks: Option<SignType>, causes: &mut Vec<String>) {
+fn sign_type_causes(
+    params: &Params,
+    expected: SignType,
+    received: &str,
+    looks: Option<SignType>,
+    causes: &mut Vec<String>,
+) {
     if let Some(looks) = looks
         && looks != expected
     {
@@ -74,7 +82,9 @@ fn sign_type_causes(params: &Params, expected: SignType, received: &str, looks: 
         ));
     }
     if received.bytes().any(|b| b.is_ascii_lowercase()) {
-        causes.push(String::from("the sign has lower-case hex digits; WeChat signs in upper case"));
+        causes.push(String::from(
+            "the sign has lower-case hex digits; WeChat signs in upper case",
+        ));
     }
     match non_empty(params, "sign_type") {
         Some(declared) if declared != expected.as_str() => causes.push(format!(
@@ -96,27 +106,39 @@ fn value_causes(params: &Params, causes: &mut Vec<String>) {
             ));
         }
         if looks_url_encoded(value) {
-            causes.push(format!("`{name}` looks URL-encoded: values are signed raw, not encoded"));
+            causes.push(format!(
+                "`{name}` looks URL-encoded: values are signed raw, not encoded"
+            ));
         }
-        if ["&amp;", "&lt;", "&gt;", "&quot;", "&#"].iter().any(|e| value.contains(e)) {
+        if ["&amp;", "&lt;", "&gt;", "&quot;", "&#"]
+            .iter()
+            .any(|e| value.contains(e))
+        {
             causes.push(format!(
                 "`{name}` holds an XML escape: it was escaped twice, or signed before unescaping"
             ));
         }
         if value.contains('\u{fffd}') {
-            causes.push(format!("`{name}` holds U+FFFD: the bytes were not UTF-8 (GBK?) somewhere"));
+            causes.push(format!(
+                "`{name}` holds U+FFFD: the bytes were not UTF-8 (GBK?) somewhere"
+            ));
         }
     }
     for camel in ["appId", "timeStamp", "nonceStr", "signType"] {
         let lower = camel.to_ascii_lowercase();
         if params.contains_key(lower.as_str()) && !params.contains_key("partnerid") {
-            causes.push(format!("`{lower}` should be `{camel}` in JSAPI parameters (case-sensitive)"));
+            causes.push(format!(
+                "`{lower}` should be `{camel}` in JSAPI parameters (case-sensitive)"
+            ));
         }
     }
 }
 
 fn looks_url_encoded(value: &str) -> bool {
-    value.as_bytes().windows(3).any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+    value
+        .as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
 impl Merchant {
@@ -130,7 +152,9 @@ impl Merchant {
         if received.is_empty() {
             findings.push(String::from("no `sign` field to check"));
         } else if matches(params, configured) {
-            findings.push(format!("the signature is valid with this merchant's key and {configured}"));
+            findings.push(format!(
+                "the signature is valid with this merchant's key and {configured}"
+            ));
         } else if matches(params, configured.other()) {
             findings.push(format!(
                 "the signature is valid with {} but this merchant uses {configured}: align sign_type on both sides",
@@ -140,7 +164,14 @@ impl Merchant {
             findings.push(String::from(
                 "the signature is valid once values are trimmed: the signer trimmed whitespace the message still carries",
             ));
-        } else if matches(&params.clone().into_iter().filter(|(k, _)| k != "sign_type").collect(), configured) {
+        } else if matches(
+            &params
+                .clone()
+                .into_iter()
+                .filter(|(k, _)| k != "sign_type")
+                .collect(),
+            configured,
+        ) {
             findings.push(String::from(
                 "the signature is valid without sign_type: the signer left sign_type out of the signed fields",
             ));

@@ -41,7 +41,14 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<()> {
 }
 
 /// A token of ASCII characters accepted by `allowed`, `min..=max` long.
-pub fn token(field: &str, value: &str, min: usize, max: usize, allowed: fn(u8) -> bool, charset: &'static str) -> Result<()> {
+pub fn token(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    allowed: fn(u8) -> bool,
+    charset: &'static str,
+) -> Result<()> {
     if value.is_empty() {
         return Err(Error::field(field, Rule::Empty));
     }
@@ -77,17 +84,38 @@ pub fn id(field: &str, value: &str, max: usize) -> Result<()> {
 
 /// `out_trade_no`: 6..=32 of `[A-Za-z0-9_-|*]`.
 pub fn out_trade_no(value: &str) -> Result<()> {
-    token("out_trade_no", value, 6, 32, is_trade_no_byte, TRADE_NO_CHARSET)
+    token(
+        "out_trade_no",
+        value,
+        6,
+        32,
+        is_trade_no_byte,
+        TRADE_NO_CHARSET,
+    )
 }
 
 /// `out_refund_no`: 1..=64 of `[A-Za-z0-9_-|*@]`.
 pub fn out_refund_no(value: &str) -> Result<()> {
-    token("out_refund_no", value, 1, 64, is_refund_no_byte, REFUND_NO_CHARSET)
+    token(
+        "out_refund_no",
+        value,
+        1,
+        64,
+        is_refund_no_byte,
+        REFUND_NO_CHARSET,
+    )
 }
 
 /// `transaction_id` / `refund_id`: 1..=32 digits and letters.
 pub fn wechat_id(field: &str, value: &str) -> Result<()> {
-    token(field, value, 1, 32, |b| b.is_ascii_alphanumeric(), "ASCII letters and digits")
+    token(
+        field,
+        value,
+        1,
+        32,
+        |b| b.is_ascii_alphanumeric(),
+        "ASCII letters and digits",
+    )
 }
 
 /// `nonce_str`: 1..=32 of `[A-Za-z0-9_-]`, given by the host.
@@ -111,9 +139,14 @@ pub fn parse_fee(field: &str, value: &str) -> Result<u64> {
         && value.bytes().all(|b| b.is_ascii_digit())
         && (value == "0" || !value.starts_with('0'));
     if !canonical {
-        return Err(Error::field(field, Rule::Format("an integer amount in fen")));
+        return Err(Error::field(
+            field,
+            Rule::Format("an integer amount in fen"),
+        ));
     }
-    value.parse().map_err(|_| Error::field(field, Rule::Overflow))
+    value
+        .parse()
+        .map_err(|_| Error::field(field, Rule::Overflow))
 }
 
 /// One of a fixed set of values.
@@ -149,7 +182,11 @@ fn number(digits: &str) -> u32 {
 }
 
 fn valid_date(yyyymmdd: &str) -> bool {
-    let (year, month, day) = (number(&yyyymmdd[..4]), number(&yyyymmdd[4..6]), number(&yyyymmdd[6..8]));
+    let (year, month, day) = (
+        number(&yyyymmdd[..4]),
+        number(&yyyymmdd[4..6]),
+        number(&yyyymmdd[6..8]),
+    );
     let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -184,7 +221,9 @@ pub fn notify_url(field: &str, value: &str) -> Result<()> {
     if value.contains(['?', '#']) {
         return Err(Error::field(
             field,
-            Rule::ForbiddenWhen(String::from("WeChat requires a URL without query string or fragment")),
+            Rule::ForbiddenWhen(String::from(
+                "WeChat requires a URL without query string or fragment",
+            )),
         ));
     }
     if value.contains(char::is_whitespace) {
@@ -204,10 +243,15 @@ pub fn notify_url(field: &str, value: &str) -> Result<()> {
         }
         return Err(Error::field(
             field,
-            Rule::ForbiddenWhen(String::from("plain http is allowed only for loopback hosts")),
+            Rule::ForbiddenWhen(String::from(
+                "plain http is allowed only for loopback hosts",
+            )),
         ));
     }
-    Err(Error::field(field, Rule::Format("an https:// URL with a host")))
+    Err(Error::field(
+        field,
+        Rule::Format("an https:// URL with a host"),
+    ))
 }
 
 fn is_loopback_authority(rest: &str) -> bool {
@@ -234,7 +278,14 @@ pub fn json_object(field: &str, value: &str, max: usize) -> Result<()> {
 
 /// `fee_type`: three upper-case letters (ISO 4217).
 pub fn currency(field: &str, value: &str) -> Result<()> {
-    token(field, value, 3, 3, |b| b.is_ascii_uppercase(), "three upper-case letters (ISO 4217)")
+    token(
+        field,
+        value,
+        3,
+        3,
+        |b| b.is_ascii_uppercase(),
+        "three upper-case letters (ISO 4217)",
+    )
 }
 
 /// Inserts a required, already-checked value.

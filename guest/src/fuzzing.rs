@@ -5,6 +5,9 @@
 //! properties that must hold for any input: no panic, and where the input
 //! was accepted, consistency (written XML reads back the same, a signature
 //! just made verifies, a decrypted notice matches its own fields).
+//!
+//! A panic here is the finding the fuzzer reports, so panics are allowed.
+#![allow(clippy::panic)]
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -21,7 +24,8 @@ fn merchant(sign_type: SignType) -> Merchant {
     let config = MerchantConfig {
         appid: "wxd930ea5d5a258f4f".into(),
         mch_id: "10000100".into(),
-        api_key: ApiKey::new(FUZZ_KEY.into()).unwrap_or_else(|_| unreachable!("constant key is valid")),
+        api_key: ApiKey::new(FUZZ_KEY.into())
+            .unwrap_or_else(|_| unreachable!("constant key is valid")),
         sign_type,
         sub_appid: None,
         sub_mch_id: None,
@@ -33,7 +37,8 @@ fn merchant(sign_type: SignType) -> Merchant {
 /// Parses any bytes; accepted bodies must survive a write/read round trip.
 pub fn parse_xml(data: &[u8]) {
     if let Ok(params) = xml::parse(data) {
-        let written = xml::write(&params).unwrap_or_else(|e| panic!("accepted params must write: {e}"));
+        let written =
+            xml::write(&params).unwrap_or_else(|e| panic!("accepted params must write: {e}"));
         let reread = xml::parse_with(
             written.as_bytes(),
             xml::ReadOptions {
@@ -41,7 +46,11 @@ pub fn parse_xml(data: &[u8]) {
                 ..Default::default()
             },
         );
-        assert_eq!(reread.as_ref(), Ok(&params), "write/read round trip changed the params");
+        assert_eq!(
+            reread.as_ref(),
+            Ok(&params),
+            "write/read round trip changed the params"
+        );
     }
 }
 
@@ -73,7 +82,10 @@ pub fn verify_payment_notification(data: &[u8]) {
         if let Ok(mut params) = xml::parse(data) {
             let sign = m.sign(&params, sign_type);
             params.insert("sign".into(), sign);
-            assert!(m.verify(&params, sign_type).is_ok(), "a fresh signature must verify");
+            assert!(
+                m.verify(&params, sign_type).is_ok(),
+                "a fresh signature must verify"
+            );
         }
     }
     let _ = notify::nack(&String::from_utf8_lossy(data));
@@ -86,7 +98,10 @@ pub fn decrypt_refund(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     if let Ok(plain) = refund_notify::decrypt_req_info(&text, m.key()) {
         let again = refund_notify::encrypt_req_info(&plain, m.key());
-        assert_eq!(refund_notify::decrypt_req_info(&again, m.key()).ok(), Some(plain));
+        assert_eq!(
+            refund_notify::decrypt_req_info(&again, m.key()).ok(),
+            Some(plain)
+        );
     }
 }
 
@@ -125,7 +140,10 @@ pub fn validate_order(data: &[u8]) {
             .iter()
             .find(|p| p.product_id == order.product_id)
             .unwrap_or_else(|| panic!("accepted order names a catalog product"));
-        assert_eq!(order.total_fee, product.unit_price_fen * u64::from(order.quantity));
+        assert_eq!(
+            order.total_fee,
+            product.unit_price_fen * u64::from(order.quantity)
+        );
         assert!(order.body.len() <= order::MAX_BODY_BYTES);
         assert_eq!(order.out_trade_no.len(), 32);
     }
@@ -151,7 +169,8 @@ pub fn sign_differential(data: &[u8]) {
         return;
     };
     // params_from_lines accepted the bytes, so they are UTF-8 with unique names.
-    let text = core::str::from_utf8(data).unwrap_or_else(|_| unreachable!("accepted input is UTF-8"));
+    let text =
+        core::str::from_utf8(data).unwrap_or_else(|_| unreachable!("accepted input is UTF-8"));
     let mut pairs: Vec<(&str, &str)> = text
         .split('\n')
         .filter_map(|line| line.split_once('='))
@@ -167,7 +186,11 @@ pub fn sign_differential(data: &[u8]) {
         canonical.push('=');
         canonical.push_str(value);
     }
-    assert_eq!(canonical::canonicalize(&params), canonical, "canonical string differs");
+    assert_eq!(
+        canonical::canonicalize(&params),
+        canonical,
+        "canonical string differs"
+    );
 
     let mut signed = canonical;
     if !signed.is_empty() {
@@ -176,12 +199,21 @@ pub fn sign_differential(data: &[u8]) {
     signed.push_str("key=");
     signed.push_str(FUZZ_KEY);
 
-    let key = ApiKey::new(FUZZ_KEY.into()).unwrap_or_else(|_| unreachable!("constant key is valid"));
+    let key =
+        ApiKey::new(FUZZ_KEY.into()).unwrap_or_else(|_| unreachable!("constant key is valid"));
     let md5 = hex::encode_upper(Md5::digest(signed.as_bytes()));
-    assert_eq!(crate::sign::sign(&params, SignType::Md5, &key), md5, "MD5 signature differs");
+    assert_eq!(
+        crate::sign::sign(&params, SignType::Md5, &key),
+        md5,
+        "MD5 signature differs"
+    );
     let mut mac = Hmac::<Sha256>::new_from_slice(FUZZ_KEY.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
     mac.update(signed.as_bytes());
     let hmac = hex::encode_upper(mac.finalize().into_bytes());
-    assert_eq!(crate::sign::sign(&params, SignType::HmacSha256, &key), hmac, "HMAC-SHA256 signature differs");
+    assert_eq!(
+        crate::sign::sign(&params, SignType::HmacSha256, &key),
+        hmac,
+        "HMAC-SHA256 signature differs"
+    );
 }

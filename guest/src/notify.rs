@@ -60,7 +60,13 @@ pub const ACK: &str = "<xml><return_code><![CDATA[SUCCESS]]></return_code><retur
 pub fn nack(reason: &str) -> String {
     let mut msg: String = reason
         .chars()
-        .map(|c| if crate::text::is_control_or_bidi(c) { ' ' } else { c })
+        .map(|c| {
+            if crate::text::is_control_or_bidi(c) {
+                ' '
+            } else {
+                c
+            }
+        })
         .collect();
     crate::text::truncate_on_char_boundary(&mut msg, 128);
     if msg.is_empty() {
@@ -77,10 +83,16 @@ pub fn nack(reason: &str) -> String {
 
 impl Merchant {
     /// Verifies a payment notification body.
-    pub fn verify_payment_notification(&self, body: &[u8], expected: Option<&ExpectedOrder>) -> Result<PaymentNotice> {
+    pub fn verify_payment_notification(
+        &self,
+        body: &[u8],
+        expected: Option<&ExpectedOrder>,
+    ) -> Result<PaymentNotice> {
         let mut params = xml::parse(body)?;
         check_return_code(&params)?;
-        let sign_type = expected.and_then(|e| e.sign_type).unwrap_or(self.config.sign_type);
+        let sign_type = expected
+            .and_then(|e| e.sign_type)
+            .unwrap_or(self.config.sign_type);
         check_declared_sign_type(&params, sign_type)?;
         self.verify(&params, sign_type)?;
         params.remove("sign");
@@ -118,7 +130,12 @@ fn notice_from(params: Params) -> Result<PaymentNotice> {
     let paid = match required(&params, "result_code")? {
         "SUCCESS" => true,
         "FAIL" => false,
-        _ => return Err(Error::field("result_code", Rule::OneOf(&["SUCCESS", "FAIL"]))),
+        _ => {
+            return Err(Error::field(
+                "result_code",
+                Rule::OneOf(&["SUCCESS", "FAIL"]),
+            ));
+        }
     };
     let total_fee = fields::parse_fee("total_fee", required(&params, "total_fee")?)?;
     let cash_fee = non_empty(&params, "cash_fee")
@@ -163,7 +180,11 @@ fn check_expected(notice: &PaymentNotice, expected: &ExpectedOrder) -> Result<()
     }
     let fee_type = expected.fee_type.as_deref().unwrap_or("CNY");
     if notice.fee_type != fee_type {
-        return Err(Error::OrderMismatch(Error::mismatch("fee_type", fee_type, notice.fee_type.as_str())));
+        return Err(Error::OrderMismatch(Error::mismatch(
+            "fee_type",
+            fee_type,
+            notice.fee_type.as_str(),
+        )));
     }
     Ok(())
 }

@@ -105,7 +105,11 @@ pub const MAX_BODY_BYTES: usize = 127;
 pub const MAX_FEE_RATE_BPS: u32 = 10_000;
 
 /// Validates `intent` against `catalog` and `policy`.
-pub fn validate(intent: &OrderIntent, catalog: &[Product], policy: &Policy) -> Result<ValidatedOrder> {
+pub fn validate(
+    intent: &OrderIntent,
+    catalog: &[Product],
+    policy: &Policy,
+) -> Result<ValidatedOrder> {
     check_policy(policy)?;
     check_catalog(catalog)?;
     let product = catalog
@@ -164,10 +168,30 @@ fn check_policy(policy: &Policy) -> Result<()> {
         }
     };
     range("min_order_fen", policy.min_order_fen, 1, fields::MAX_FEE)?;
-    range("max_order_fen", policy.max_order_fen, policy.min_order_fen, u64::MAX)?;
-    range("refund_window_days", policy.refund_window_days.into(), 1, 365)?;
-    range("fee_rate_bps", policy.fee_rate_bps.into(), 0, MAX_FEE_RATE_BPS.into())?;
-    range("order_expiry_minutes", policy.order_expiry_minutes.into(), 5, 120)?;
+    range(
+        "max_order_fen",
+        policy.max_order_fen,
+        policy.min_order_fen,
+        u64::MAX,
+    )?;
+    range(
+        "refund_window_days",
+        policy.refund_window_days.into(),
+        1,
+        365,
+    )?;
+    range(
+        "fee_rate_bps",
+        policy.fee_rate_bps.into(),
+        0,
+        MAX_FEE_RATE_BPS.into(),
+    )?;
+    range(
+        "order_expiry_minutes",
+        policy.order_expiry_minutes.into(),
+        5,
+        120,
+    )?;
     range("max_note_bytes", policy.max_note_bytes.into(), 0, 127)
 }
 
@@ -181,10 +205,22 @@ fn check_catalog(catalog: &[Product]) -> Result<()> {
         ids.push(&product.product_id);
         fields::text("name", &product.name, 1024)?;
         if product.unit_price_fen == 0 {
-            return Err(Error::field("unit_price_fen", Rule::OutOfRange { min: 1, max: fields::MAX_FEE }));
+            return Err(Error::field(
+                "unit_price_fen",
+                Rule::OutOfRange {
+                    min: 1,
+                    max: fields::MAX_FEE,
+                },
+            ));
         }
         if product.max_quantity == 0 {
-            return Err(Error::field("max_quantity", Rule::OutOfRange { min: 1, max: u32::MAX.into() }));
+            return Err(Error::field(
+                "max_quantity",
+                Rule::OutOfRange {
+                    min: 1,
+                    max: u32::MAX.into(),
+                },
+            ));
         }
     }
     Ok(())
@@ -193,9 +229,20 @@ fn check_catalog(catalog: &[Product]) -> Result<()> {
 fn check_trade_type(intent: &OrderIntent) -> Result<()> {
     fields::one_of("trade_type", &intent.trade_type, TRADE_TYPES)?;
     let condition = || format!("trade_type={}", intent.trade_type);
-    match (intent.trade_type.as_str(), &intent.payer_openid, &intent.scene_info) {
-        ("JSAPI", None, _) => return Err(Error::field("payer_openid", Rule::RequiredWhen(condition()))),
-        ("MWEB", _, None) => return Err(Error::field("scene_info", Rule::RequiredWhen(condition()))),
+    match (
+        intent.trade_type.as_str(),
+        &intent.payer_openid,
+        &intent.scene_info,
+    ) {
+        ("JSAPI", None, _) => {
+            return Err(Error::field(
+                "payer_openid",
+                Rule::RequiredWhen(condition()),
+            ));
+        }
+        ("MWEB", _, None) => {
+            return Err(Error::field("scene_info", Rule::RequiredWhen(condition())));
+        }
         _ => {}
     }
     if let Some(openid) = &intent.payer_openid {
@@ -215,7 +262,10 @@ fn check_note(note: Option<&str>, max_bytes: u32) -> Result<Option<String>> {
         return Ok(None);
     }
     if max_bytes == 0 {
-        return Err(Error::field("note", Rule::ForbiddenWhen(String::from("the policy accepts no notes"))));
+        return Err(Error::field(
+            "note",
+            Rule::ForbiddenWhen(String::from("the policy accepts no notes")),
+        ));
     }
     if note.chars().any(is_control_or_bidi) {
         return Err(Error::field("note", Rule::ControlCharacter));
@@ -260,7 +310,8 @@ pub fn estimate_fee(amount_fen: u64, rate_bps: u32) -> Result<FeeEstimate> {
         ));
     }
     let scaled = u128::from(amount_fen) * u128::from(rate_bps) + 5_000;
-    let fee_fen = u64::try_from(scaled / 10_000).map_err(|_| Error::field("amount_fen", Rule::Overflow))?;
+    let fee_fen =
+        u64::try_from(scaled / 10_000).map_err(|_| Error::field("amount_fen", Rule::Overflow))?;
     Ok(FeeEstimate {
         fee_fen,
         net_fen: amount_fen.saturating_sub(fee_fen),

@@ -46,7 +46,9 @@ pub fn insert_new(params: &mut Params, name: String, value: String) -> Result<()
 /// always a valid XML element name.
 pub fn check_field_name(name: &str) -> Result<()> {
     let mut bytes = name.bytes();
-    let starts_well = bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    let starts_well = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if name.len() > MAX_FIELD_NAME {
         return Err(Error::field(name, Rule::TooLong(MAX_FIELD_NAME as u32)));
@@ -67,5 +69,8 @@ pub fn to_pairs(params: &Params) -> Vec<(String, String)> {
 
 /// The value of a field, treating an empty value as absent (as signing does).
 pub fn non_empty<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
-    params.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
 }

@@ -59,11 +59,16 @@ pub const REFUND_STATUSES: &[&str] = &["SUCCESS", "CHANGE", "REFUNDCLOSE"];
 
 impl Merchant {
     /// Decrypts and checks a refund notification body.
-    pub fn verify_refund_notification(&self, body: &[u8], expected: Option<&ExpectedRefund>) -> Result<RefundNotice> {
+    pub fn verify_refund_notification(
+        &self,
+        body: &[u8],
+        expected: Option<&ExpectedRefund>,
+    ) -> Result<RefundNotice> {
         let outer = xml::parse(body)?;
         check_return_code(&outer)?;
         self.check_identity(&outer)?;
-        let req_info = non_empty(&outer, "req_info").ok_or(Error::DecryptFailed(DecryptReason::Missing))?;
+        let req_info =
+            non_empty(&outer, "req_info").ok_or(Error::DecryptFailed(DecryptReason::Missing))?;
         let plaintext = decrypt_req_info(req_info, self.key())?;
         let inner = xml::parse_with(
             &plaintext,
@@ -138,8 +143,16 @@ pub fn encrypt_req_info(plaintext: &[u8], key: &ApiKey) -> String {
 
 /// Removes PKCS#7 padding: 1..=16 bytes, all equal to the count.
 fn strip_pkcs7(data: &mut Vec<u8>) -> Result<()> {
-    let pad = usize::from(*data.last().ok_or(Error::DecryptFailed(DecryptReason::BlockLength))?);
-    let valid = (1..=16).contains(&pad) && pad <= data.len() && data[data.len() - pad..].iter().all(|&b| usize::from(b) == pad);
+    let pad = usize::from(
+        *data
+            .last()
+            .ok_or(Error::DecryptFailed(DecryptReason::BlockLength))?,
+    );
+    let valid = (1..=16).contains(&pad)
+        && pad <= data.len()
+        && data[data.len() - pad..]
+            .iter()
+            .all(|&b| usize::from(b) == pad);
     if !valid {
         return Err(Error::DecryptFailed(DecryptReason::Padding));
     }
@@ -159,7 +172,13 @@ fn refund_notice_from(params: Params) -> Result<RefundNotice> {
     let total_fee = fields::parse_fee("total_fee", &required(&params, "total_fee")?)?;
     let refund_fee = fields::parse_fee("refund_fee", &required(&params, "refund_fee")?)?;
     if refund_fee > total_fee {
-        return Err(Error::field("refund_fee", Rule::OutOfRange { min: 0, max: total_fee }));
+        return Err(Error::field(
+            "refund_fee",
+            Rule::OutOfRange {
+                min: 0,
+                max: total_fee,
+            },
+        ));
     }
     let settlement_refund_fee = non_empty(&params, "settlement_refund_fee")
         .map(|v| fields::parse_fee("settlement_refund_fee", v))

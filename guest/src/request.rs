@@ -80,7 +80,10 @@ pub const TRADE_TYPES: &[&str] = &["JSAPI", "NATIVE", "APP", "MWEB"];
 /// `bill_type` values.
 pub const BILL_TYPES: &[&str] = &["ALL", "SUCCESS", "REFUND", "RECHARGE_REFUND"];
 /// `refund_account` values.
-pub const REFUND_ACCOUNTS: &[&str] = &["REFUND_SOURCE_UNSETTLED_FUNDS", "REFUND_SOURCE_RECHARGE_FUNDS"];
+pub const REFUND_ACCOUNTS: &[&str] = &[
+    "REFUND_SOURCE_UNSETTLED_FUNDS",
+    "REFUND_SOURCE_RECHARGE_FUNDS",
+];
 
 /// `pay/unifiedorder` fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -180,7 +183,12 @@ impl Merchant {
     /// Adds the common fields, signs, and writes the body.
     fn finish(&self, endpoint: Endpoint, params: Params, nonce: &str) -> Result<SignedRequest> {
         let params = self.with_common_fields(params, nonce)?;
-        self.seal(self.path_for(endpoint.path()), endpoint.needs_client_cert(), params, self.config.sign_type)
+        self.seal(
+            self.path_for(endpoint.path()),
+            endpoint.needs_client_cert(),
+            params,
+            self.config.sign_type,
+        )
     }
 
     fn with_common_fields(&self, mut params: Params, nonce: &str) -> Result<Params> {
@@ -208,7 +216,13 @@ impl Merchant {
         }
     }
 
-    fn seal(&self, path: String, needs_client_cert: bool, mut params: Params, sign_type: SignType) -> Result<SignedRequest> {
+    fn seal(
+        &self,
+        path: String,
+        needs_client_cert: bool,
+        mut params: Params,
+        sign_type: SignType,
+    ) -> Result<SignedRequest> {
         let sign = self.sign(&params, sign_type);
         put(&mut params, "sign", sign)?;
         Ok(SignedRequest {
@@ -224,15 +238,33 @@ impl Merchant {
     /// are signed exactly as given.
     pub fn sign_params(&self, params: Params, path: &str, nonce: &str) -> Result<SignedRequest> {
         if params.contains_key("sign") {
-            return Err(Error::field("sign", Rule::ForbiddenWhen(String::from("the component adds the signature"))));
+            return Err(Error::field(
+                "sign",
+                Rule::ForbiddenWhen(String::from("the component adds the signature")),
+            ));
         }
         let path_byte = |b: u8| b.is_ascii_alphanumeric() || b"/_-".contains(&b);
-        fields::token("path", path, 2, 128, path_byte, "ASCII letters, digits and `/_-`")?;
+        fields::token(
+            "path",
+            path,
+            2,
+            128,
+            path_byte,
+            "ASCII letters, digits and `/_-`",
+        )?;
         if !path.starts_with('/') {
-            return Err(Error::field("path", Rule::Format("an absolute path such as /pay/orderquery")));
+            return Err(Error::field(
+                "path",
+                Rule::Format("an absolute path such as /pay/orderquery"),
+            ));
         }
         let params = self.with_common_fields(params, nonce)?;
-        self.seal(self.path_for(path), path.starts_with("/secapi/"), params, self.config.sign_type)
+        self.seal(
+            self.path_for(path),
+            path.starts_with("/secapi/"),
+            params,
+            self.config.sign_type,
+        )
     }
 
     /// `pay/unifiedorder`.
@@ -252,20 +284,59 @@ impl Merchant {
         put(&mut p, "trade_type", order.trade_type.as_str())?;
         self.check_trade_type_needs(order)?;
 
-        put_opt(&mut p, "device_info", order.device_info.as_deref(), |n, v| fields::id(n, v, 32))?;
-        put_opt(&mut p, "detail", order.detail.as_deref(), |n, v| fields::json_object(n, v, 6000))?;
+        put_opt(
+            &mut p,
+            "device_info",
+            order.device_info.as_deref(),
+            |n, v| fields::id(n, v, 32),
+        )?;
+        put_opt(&mut p, "detail", order.detail.as_deref(), |n, v| {
+            fields::json_object(n, v, 6000)
+        })?;
         put_opt(&mut p, "attach", order.attach.as_deref(), body_text)?;
-        put_opt(&mut p, "fee_type", order.fee_type.as_deref(), fields::currency)?;
-        put_opt(&mut p, "time_start", order.time_start.as_deref(), fields::datetime14)?;
-        put_opt(&mut p, "time_expire", order.time_expire.as_deref(), fields::datetime14)?;
-        put_opt(&mut p, "goods_tag", order.goods_tag.as_deref(), |n, v| fields::id(n, v, 32))?;
-        put_opt(&mut p, "product_id", order.product_id.as_deref(), |n, v| fields::id(n, v, 32))?;
+        put_opt(
+            &mut p,
+            "fee_type",
+            order.fee_type.as_deref(),
+            fields::currency,
+        )?;
+        put_opt(
+            &mut p,
+            "time_start",
+            order.time_start.as_deref(),
+            fields::datetime14,
+        )?;
+        put_opt(
+            &mut p,
+            "time_expire",
+            order.time_expire.as_deref(),
+            fields::datetime14,
+        )?;
+        put_opt(&mut p, "goods_tag", order.goods_tag.as_deref(), |n, v| {
+            fields::id(n, v, 32)
+        })?;
+        put_opt(&mut p, "product_id", order.product_id.as_deref(), |n, v| {
+            fields::id(n, v, 32)
+        })?;
         put_opt(&mut p, "limit_pay", order.limit_pay.as_deref(), limit_pay)?;
-        put_opt(&mut p, "openid", order.openid.as_deref(), |n, v| fields::id(n, v, 128))?;
-        put_opt(&mut p, "sub_openid", order.sub_openid.as_deref(), |n, v| fields::id(n, v, 128))?;
-        put_opt(&mut p, "receipt", order.receipt.as_deref(), |n, v| fields::one_of(n, v, &["Y"]))?;
-        put_opt(&mut p, "scene_info", order.scene_info.as_deref(), |n, v| fields::json_object(n, v, 256))?;
-        put_opt(&mut p, "profit_sharing", order.profit_sharing.as_deref(), |n, v| fields::one_of(n, v, &["Y", "N"]))?;
+        put_opt(&mut p, "openid", order.openid.as_deref(), |n, v| {
+            fields::id(n, v, 128)
+        })?;
+        put_opt(&mut p, "sub_openid", order.sub_openid.as_deref(), |n, v| {
+            fields::id(n, v, 128)
+        })?;
+        put_opt(&mut p, "receipt", order.receipt.as_deref(), |n, v| {
+            fields::one_of(n, v, &["Y"])
+        })?;
+        put_opt(&mut p, "scene_info", order.scene_info.as_deref(), |n, v| {
+            fields::json_object(n, v, 256)
+        })?;
+        put_opt(
+            &mut p,
+            "profit_sharing",
+            order.profit_sharing.as_deref(),
+            |n, v| fields::one_of(n, v, &["Y", "N"]),
+        )?;
         check_expiry_order(order.time_start.as_deref(), order.time_expire.as_deref())?;
         self.finish(Endpoint::UnifiedOrder, p, nonce)
     }
@@ -275,13 +346,17 @@ impl Merchant {
             if present {
                 Ok(())
             } else {
-                Err(Error::field(field, Rule::RequiredWhen(format!("trade_type={}", order.trade_type))))
+                Err(Error::field(
+                    field,
+                    Rule::RequiredWhen(format!("trade_type={}", order.trade_type)),
+                ))
             }
         };
         match order.trade_type.as_str() {
-            "JSAPI" if self.config.sub_appid.is_some() => {
-                needs("openid", order.openid.is_some() || order.sub_openid.is_some())
-            }
+            "JSAPI" if self.config.sub_appid.is_some() => needs(
+                "openid",
+                order.openid.is_some() || order.sub_openid.is_some(),
+            ),
             "JSAPI" => needs("openid", order.openid.is_some()),
             "NATIVE" => needs("product_id", order.product_id.is_some()),
             "MWEB" => needs("scene_info", order.scene_info.is_some()),
@@ -310,20 +385,49 @@ impl Merchant {
         fields::fee("total_fee", refund.total_fee, 1)?;
         put(&mut p, "total_fee", refund.total_fee.to_string())?;
         if !(1..=refund.total_fee).contains(&refund.refund_fee) {
-            return Err(Error::field("refund_fee", Rule::OutOfRange { min: 1, max: refund.total_fee }));
+            return Err(Error::field(
+                "refund_fee",
+                Rule::OutOfRange {
+                    min: 1,
+                    max: refund.total_fee,
+                },
+            ));
         }
         put(&mut p, "refund_fee", refund.refund_fee.to_string())?;
-        put_opt(&mut p, "refund_fee_type", refund.refund_fee_type.as_deref(), fields::currency)?;
-        put_opt(&mut p, "refund_desc", refund.refund_desc.as_deref(), |n, v| fields::text(n, v, 80))?;
-        put_opt(&mut p, "refund_account", refund.refund_account.as_deref(), |n, v| {
-            fields::one_of(n, v, REFUND_ACCOUNTS)
-        })?;
-        put_opt(&mut p, "notify_url", refund.notify_url.as_deref(), fields::notify_url)?;
+        put_opt(
+            &mut p,
+            "refund_fee_type",
+            refund.refund_fee_type.as_deref(),
+            fields::currency,
+        )?;
+        put_opt(
+            &mut p,
+            "refund_desc",
+            refund.refund_desc.as_deref(),
+            |n, v| fields::text(n, v, 80),
+        )?;
+        put_opt(
+            &mut p,
+            "refund_account",
+            refund.refund_account.as_deref(),
+            |n, v| fields::one_of(n, v, REFUND_ACCOUNTS),
+        )?;
+        put_opt(
+            &mut p,
+            "notify_url",
+            refund.notify_url.as_deref(),
+            fields::notify_url,
+        )?;
         self.finish(Endpoint::Refund, p, nonce)
     }
 
     /// `pay/refundquery`; `offset` pages through more than 10 refunds.
-    pub fn refund_query(&self, refund: &RefundRef, offset: Option<u32>, nonce: &str) -> Result<SignedRequest> {
+    pub fn refund_query(
+        &self,
+        refund: &RefundRef,
+        offset: Option<u32>,
+        nonce: &str,
+    ) -> Result<SignedRequest> {
         let mut p = Params::new();
         match refund {
             RefundRef::RefundId(v) => {
@@ -375,13 +479,32 @@ impl Merchant {
         put(&mut p, "spbill_create_ip", pay.spbill_create_ip.as_str())?;
         check_auth_code(&pay.auth_code)?;
         put(&mut p, "auth_code", pay.auth_code.as_str())?;
-        put_opt(&mut p, "device_info", pay.device_info.as_deref(), |n, v| fields::id(n, v, 32))?;
+        put_opt(&mut p, "device_info", pay.device_info.as_deref(), |n, v| {
+            fields::id(n, v, 32)
+        })?;
         put_opt(&mut p, "attach", pay.attach.as_deref(), body_text)?;
-        put_opt(&mut p, "fee_type", pay.fee_type.as_deref(), fields::currency)?;
-        put_opt(&mut p, "goods_tag", pay.goods_tag.as_deref(), |n, v| fields::id(n, v, 32))?;
+        put_opt(
+            &mut p,
+            "fee_type",
+            pay.fee_type.as_deref(),
+            fields::currency,
+        )?;
+        put_opt(&mut p, "goods_tag", pay.goods_tag.as_deref(), |n, v| {
+            fields::id(n, v, 32)
+        })?;
         put_opt(&mut p, "limit_pay", pay.limit_pay.as_deref(), limit_pay)?;
-        put_opt(&mut p, "time_start", pay.time_start.as_deref(), fields::datetime14)?;
-        put_opt(&mut p, "time_expire", pay.time_expire.as_deref(), fields::datetime14)?;
+        put_opt(
+            &mut p,
+            "time_start",
+            pay.time_start.as_deref(),
+            fields::datetime14,
+        )?;
+        put_opt(
+            &mut p,
+            "time_expire",
+            pay.time_expire.as_deref(),
+            fields::datetime14,
+        )?;
         check_expiry_order(pay.time_start.as_deref(), pay.time_expire.as_deref())?;
         self.finish(Endpoint::Micropay, p, nonce)
     }
@@ -398,7 +521,12 @@ impl Merchant {
         let mut p = Params::new();
         put(&mut p, "mch_id", self.config.mch_id.as_str())?;
         put(&mut p, "nonce_str", nonce)?;
-        self.seal(String::from(Endpoint::GetSignKey.path()), false, p, SignType::Md5)
+        self.seal(
+            String::from(Endpoint::GetSignKey.path()),
+            false,
+            p,
+            SignType::Md5,
+        )
     }
 }
 
@@ -424,7 +552,10 @@ fn check_auth_code(code: &str) -> Result<()> {
     if digits && prefix_ok {
         Ok(())
     } else {
-        Err(Error::field("auth_code", Rule::Format("18 digits starting with 10 to 15")))
+        Err(Error::field(
+            "auth_code",
+            Rule::Format("18 digits starting with 10 to 15"),
+        ))
     }
 }
 

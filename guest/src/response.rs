@@ -43,7 +43,13 @@ impl Merchant {
             match (expected, found) {
                 (Some(e), Some(f)) if e == f => {}
                 (Some(_), None) if !required => {}
-                (Some(e), f) => return Err(Error::WrongMerchant(Error::mismatch(field, e, f.unwrap_or_default()))),
+                (Some(e), f) => {
+                    return Err(Error::WrongMerchant(Error::mismatch(
+                        field,
+                        e,
+                        f.unwrap_or_default(),
+                    )));
+                }
                 (None, _) => {}
             }
         }
@@ -54,7 +60,10 @@ impl Merchant {
     /// XML failure as [`Error::ReturnFailed`].
     pub fn check_bill(&self, body: &[u8]) -> Result<String> {
         let text = core::str::from_utf8(body).map_err(|e| {
-            Error::xml(crate::error::XmlReason::NotUtf8, alloc::format!("invalid UTF-8 at byte {}", e.valid_up_to()))
+            Error::xml(
+                crate::error::XmlReason::NotUtf8,
+                alloc::format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
         })?;
         if text.trim_start().starts_with('<') {
             let params = xml::parse(body)?;
@@ -113,33 +122,79 @@ pub fn wechat_error(code: &str, description: &str) -> WechatError {
 /// Whether the identical request may be retried, and what to do.
 pub fn advice(code: &str) -> (bool, &'static str) {
     match code {
-        "SYSTEMERROR" => (true, "WeChat timed out: retry the identical request, or query the order first"),
-        "BIZERR_NEED_RETRY" => (true, "concurrent refund rejected: retry with the same out_refund_no"),
+        "SYSTEMERROR" => (
+            true,
+            "WeChat timed out: retry the identical request, or query the order first",
+        ),
+        "BIZERR_NEED_RETRY" => (
+            true,
+            "concurrent refund rejected: retry with the same out_refund_no",
+        ),
         "FREQUENCY_LIMITED" => (true, "rate limited: retry the same request more slowly"),
-        "INVALID_REQ_TOO_MUCH" => (true, "too many invalid requests: fix them, then retry after a minute"),
-        "USERPAYING" => (true, "the payer is entering a password: query the order every 10 s"),
-        "ORDERPAID" => (false, "the order is already paid: treat it as paid, do not order again"),
-        "ORDERCLOSED" => (false, "the order is closed: place a new order with a new out_trade_no"),
-        "ORDERNOTEXIST" => (false, "no such order: check out_trade_no/transaction_id and the merchant"),
-        "REFUNDNOTEXIST" => (false, "no such refund: check the refund number, or the order has no refund"),
-        "INVALID_REQUEST" => (false, "re-entry with different parameters (201 商户订单号重复): resend identical fields or use a new out_trade_no"),
+        "INVALID_REQ_TOO_MUCH" => (
+            true,
+            "too many invalid requests: fix them, then retry after a minute",
+        ),
+        "USERPAYING" => (
+            true,
+            "the payer is entering a password: query the order every 10 s",
+        ),
+        "ORDERPAID" => (
+            false,
+            "the order is already paid: treat it as paid, do not order again",
+        ),
+        "ORDERCLOSED" => (
+            false,
+            "the order is closed: place a new order with a new out_trade_no",
+        ),
+        "ORDERNOTEXIST" => (
+            false,
+            "no such order: check out_trade_no/transaction_id and the merchant",
+        ),
+        "REFUNDNOTEXIST" => (
+            false,
+            "no such refund: check the refund number, or the order has no refund",
+        ),
+        "INVALID_REQUEST" => (
+            false,
+            "re-entry with different parameters (201 商户订单号重复): resend identical fields or use a new out_trade_no",
+        ),
         "OUT_TRADE_NO_USED" => (false, "out_trade_no already used: use a new one"),
-        "NOTENOUGH" => (false, "insufficient balance: the payer changes card, or the merchant tops up for refunds"),
-        "NOAUTH" => (false, "the merchant lacks this permission: apply for it in the merchant platform"),
-        "APPID_NOT_EXIST" | "MCHID_NOT_EXIST" | "APPID_MCHID_NOT_MATCH" => {
-            (false, "appid and mch_id do not belong together: check the configuration")
-        }
+        "NOTENOUGH" => (
+            false,
+            "insufficient balance: the payer changes card, or the merchant tops up for refunds",
+        ),
+        "NOAUTH" => (
+            false,
+            "the merchant lacks this permission: apply for it in the merchant platform",
+        ),
+        "APPID_NOT_EXIST" | "MCHID_NOT_EXIST" | "APPID_MCHID_NOT_MATCH" => (
+            false,
+            "appid and mch_id do not belong together: check the configuration",
+        ),
         "LACK_PARAMS" => (false, "a required field is missing"),
-        "SIGNERROR" => (false, "signature rejected: check the key (APIv2, not AppSecret/APIv3), sign_type, and UTF-8 values"),
-        "PARAM_ERROR" => (false, "a field was refused: check UTF-8 body, openid for this appid, nonce length, amounts in integer fen"),
+        "SIGNERROR" => (
+            false,
+            "signature rejected: check the key (APIv2, not AppSecret/APIv3), sign_type, and UTF-8 values",
+        ),
+        "PARAM_ERROR" => (
+            false,
+            "a field was refused: check UTF-8 body, openid for this appid, nonce length, amounts in integer fen",
+        ),
         "XML_FORMAT_ERROR" | "NOT_UTF8" | "POST_DATA_EMPTY" | "REQUIRE_POST_METHOD" => {
             (false, "the request body was malformed: POST UTF-8 XML")
         }
-        "TRADE_OVERDUE" => (false, "the payment is more than a year old and cannot be refunded"),
+        "TRADE_OVERDUE" => (
+            false,
+            "the payment is more than a year old and cannot be refunded",
+        ),
         "USER_ACCOUNT_ABNORMAL" => (false, "the payer's account is closed: refund offline"),
         "INVALID_TRANSACTIONID" => (false, "transaction_id is wrong"),
         "TRADE_STATE_ERROR" => (false, "the order's state does not allow this operation"),
-        "AUTH_CODE_INVALID" => (false, "the payment code expired: ask the payer to refresh it"),
+        "AUTH_CODE_INVALID" => (
+            false,
+            "the payment code expired: ask the payer to refresh it",
+        ),
         "ORDERREVERSED" => (false, "the order was reversed: place a new order"),
         _ => (false, "see WeChat's err_code_des"),
     }

@@ -103,7 +103,10 @@ impl ApiKey {
             return Err(Error::field("api_key", Rule::TooLong(MAX_KEY_LEN as u32)));
         }
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::field("api_key", Rule::Charset("printable ASCII without spaces")));
+            return Err(Error::field(
+                "api_key",
+                Rule::Charset("printable ASCII without spaces"),
+            ));
         }
         Ok(Self(key))
     }
@@ -136,7 +139,11 @@ pub fn sign(params: &Params, sign_type: SignType, key: &ApiKey) -> String {
 
 /// Signs an explicit sequence of `(name, value)` pairs, already in
 /// canonical order and without empty values.
-pub fn sign_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>, sign_type: SignType, key: &ApiKey) -> String {
+pub fn sign_fields<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+    sign_type: SignType,
+    key: &ApiKey,
+) -> String {
     match sign_type {
         SignType::Md5 => {
             let mut md5 = Md5::new();
@@ -154,7 +161,11 @@ pub fn sign_fields<'a>(fields: impl Iterator<Item = (&'a str, &'a str)>, sign_ty
 }
 
 /// Feeds `k=v&k=v&key=KEY` to a hash without building the string.
-fn feed<'a>(update: &mut dyn FnMut(&[u8]), fields: impl Iterator<Item = (&'a str, &'a str)>, key: &ApiKey) {
+fn feed<'a>(
+    update: &mut dyn FnMut(&[u8]),
+    fields: impl Iterator<Item = (&'a str, &'a str)>,
+    key: &ApiKey,
+) {
     let mut first = true;
     for (name, value) in fields {
         if !first {

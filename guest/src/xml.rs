@@ -91,10 +91,16 @@ fn precheck(body: &[u8], max_bytes: usize) -> Result<&str> {
         ));
     }
     if contains_ignore_ascii_case(text, "<!DOCTYPE") {
-        return Err(Error::xml(XmlReason::Doctype, "document type declarations are not accepted"));
+        return Err(Error::xml(
+            XmlReason::Doctype,
+            "document type declarations are not accepted",
+        ));
     }
     if contains_ignore_ascii_case(text, "<!ENTITY") {
-        return Err(Error::xml(XmlReason::Entity, "entity declarations are not accepted"));
+        return Err(Error::xml(
+            XmlReason::Entity,
+            "entity declarations are not accepted",
+        ));
     }
     Ok(text)
 }
@@ -150,7 +156,10 @@ impl<'a> FlatReader<'a> {
                 return match self.place {
                     Place::AfterRoot => Ok(self.fields),
                     Place::BeforeRoot => Err(Error::xml(XmlReason::Malformed, "no root element")),
-                    _ => Err(Error::xml(XmlReason::Malformed, "the body ends inside an element")),
+                    _ => Err(Error::xml(
+                        XmlReason::Malformed,
+                        "the body ends inside an element",
+                    )),
                 };
             }
             self.step(event)?;
@@ -159,7 +168,10 @@ impl<'a> FlatReader<'a> {
 
     fn step(&mut self, event: Event<'_>) -> Result<()> {
         match event {
-            Event::DocType(_) => Err(Error::xml(XmlReason::Doctype, "document type declarations are not accepted")),
+            Event::DocType(_) => Err(Error::xml(
+                XmlReason::Doctype,
+                "document type declarations are not accepted",
+            )),
             Event::PI(_) => Err(Error::xml(
                 XmlReason::ProcessingInstruction,
                 "processing instructions are not accepted",
@@ -177,8 +189,14 @@ impl<'a> FlatReader<'a> {
     }
 
     fn declaration(&mut self, decl: &quick_xml::events::BytesDecl<'_>) -> Result<()> {
-        if self.seen_declaration || !matches!(self.place, Place::BeforeRoot) || !self.fields.is_empty() {
-            return Err(Error::xml(XmlReason::Malformed, "misplaced XML declaration"));
+        if self.seen_declaration
+            || !matches!(self.place, Place::BeforeRoot)
+            || !self.fields.is_empty()
+        {
+            return Err(Error::xml(
+                XmlReason::Malformed,
+                "misplaced XML declaration",
+            ));
         }
         self.seen_declaration = true;
         match decl.encoding() {
@@ -191,11 +209,18 @@ impl<'a> FlatReader<'a> {
     fn open(&mut self, start: &BytesStart<'_>, empty: bool) -> Result<()> {
         let name = element_name(start)?;
         if start.attributes().next().is_some() {
-            return Err(Error::xml(XmlReason::Attribute, format!("attributes on <{name}>")));
+            return Err(Error::xml(
+                XmlReason::Attribute,
+                format!("attributes on <{name}>"),
+            ));
         }
         match &self.place {
             Place::BeforeRoot if name == self.root => {
-                self.place = if empty { Place::AfterRoot } else { Place::InRoot };
+                self.place = if empty {
+                    Place::AfterRoot
+                } else {
+                    Place::InRoot
+                };
                 Ok(())
             }
             Place::BeforeRoot => Err(Error::xml(
@@ -244,8 +269,14 @@ impl<'a> FlatReader<'a> {
                 Ok(())
             }
             _ if text.bytes().all(|b| b.is_ascii_whitespace()) => Ok(()),
-            Place::InRoot => Err(Error::xml(XmlReason::Malformed, "text directly inside the root")),
-            _ => Err(Error::xml(XmlReason::OutsideRoot, "text outside the root element")),
+            Place::InRoot => Err(Error::xml(
+                XmlReason::Malformed,
+                "text directly inside the root",
+            )),
+            _ => Err(Error::xml(
+                XmlReason::OutsideRoot,
+                "text outside the root element",
+            )),
         }
     }
 
@@ -255,14 +286,23 @@ impl<'a> FlatReader<'a> {
                 value.push_str(data);
                 Ok(())
             }
-            Place::InRoot => Err(Error::xml(XmlReason::Malformed, "CDATA directly inside the root")),
-            _ => Err(Error::xml(XmlReason::OutsideRoot, "CDATA outside the root element")),
+            Place::InRoot => Err(Error::xml(
+                XmlReason::Malformed,
+                "CDATA directly inside the root",
+            )),
+            _ => Err(Error::xml(
+                XmlReason::OutsideRoot,
+                "CDATA outside the root element",
+            )),
         }
     }
 
     fn reference(&mut self, reference: &BytesRef<'_>) -> Result<()> {
         let Place::InField { value, .. } = &mut self.place else {
-            return Err(Error::xml(XmlReason::Malformed, "entity reference outside a field"));
+            return Err(Error::xml(
+                XmlReason::Malformed,
+                "entity reference outside a field",
+            ));
         };
         value.push(resolve_reference(reference)?);
         Ok(())
@@ -287,7 +327,10 @@ fn resolve_reference(reference: &BytesRef<'_>) -> Result<char> {
         "amp" => Ok('&'),
         "apos" => Ok('\''),
         "quot" => Ok('"'),
-        other => Err(Error::xml(XmlReason::Entity, format!("unknown entity &{other};"))),
+        other => Err(Error::xml(
+            XmlReason::Entity,
+            format!("unknown entity &{other};"),
+        )),
     }
 }
 
@@ -298,12 +341,21 @@ pub fn write(params: &Params) -> Result<String> {
 
 /// Writes `params` under the given root element.
 pub fn write_root(params: &Params, root: &str) -> Result<String> {
-    let mut out = String::with_capacity(64 + params.iter().map(|(k, v)| 2 * k.len() + v.len() + 16).sum::<usize>());
+    let mut out = String::with_capacity(
+        64 + params
+            .iter()
+            .map(|(k, v)| 2 * k.len() + v.len() + 16)
+            .sum::<usize>(),
+    );
     out.push('<');
     out.push_str(root);
     out.push('>');
     let sign = params.get_key_value(SIGN_FIELD);
-    for (name, value) in params.iter().filter(|(k, _)| k.as_str() != SIGN_FIELD).chain(sign) {
+    for (name, value) in params
+        .iter()
+        .filter(|(k, _)| k.as_str() != SIGN_FIELD)
+        .chain(sign)
+    {
         write_field(&mut out, name, value)?;
     }
     out.push_str("</");

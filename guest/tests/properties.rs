@@ -1,5 +1,8 @@
 //! Property tests of the core's invariants.
 
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
 use proptest::prelude::*;
 use wxpay_guest::{ApiKey, Error, Params, SignType, canonical, params, sign, xml};
 
@@ -47,7 +50,7 @@ proptest! {
 
     #[test]
     fn canonicalization_skips_exactly_empty_values_and_sign(pairs in unique_params(), sign_value in value()) {
-        let mut p = params::from_pairs(pairs.clone()).expect("unique names");
+        let mut p = params::from_pairs(pairs).expect("unique names");
         p.insert("sign".into(), sign_value);
         let canonical = canonical::canonicalize(&p);
         let expected: Vec<String> = p
@@ -85,7 +88,7 @@ proptest! {
         let canonical = canonical::canonicalize(&p);
         let chars: Vec<char> = canonical.chars().collect();
         let at = pick.index(chars.len());
-        let mut changed: Vec<char> = chars.clone();
+        let mut changed: Vec<char> = chars;
         let new_char = replacement.chars().next().expect("one char");
         prop_assume!(changed[at] != new_char && changed[at] != '=' && changed[at] != '&');
         changed[at] = new_char;

@@ -1,6 +1,9 @@
 //! Known-answer vectors from `tests/vectors/`, run against the native core.
 //! `host/tests/component_vectors.rs` runs the same files through the component.
 
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
 use wxpay_guest::notify::ExpectedOrder;
 use wxpay_guest::refund_notify::ExpectedRefund;
 use wxpay_guest::{ApiKey, Error, Merchant, MerchantConfig, SignType, canonical, params, sign};
@@ -32,7 +35,12 @@ fn signature_vectors() {
     assert!(all.len() >= 11);
     for v in all {
         let p = params::from_pairs(v.params.clone()).expect(&v.id);
-        assert_eq!(canonical::canonicalize(&p), v.canonical, "{} canonical", v.id);
+        assert_eq!(
+            canonical::canonicalize(&p),
+            v.canonical,
+            "{} canonical",
+            v.id
+        );
         let key = ApiKey::new(v.key.clone()).expect(&v.id);
         let st = sign_type(&v.sign_type);
         assert_eq!(sign::sign(&p, st, &key), v.sign, "{} sign", v.id);
@@ -82,13 +90,21 @@ fn case_name(e: &Error) -> &'static str {
     }
 }
 
+/// Decoded fields plus derived values (`paid`, parsed amounts) to compare.
+type Checked<'a> = (wxpay_guest::Params, Vec<(&'a str, String)>);
+
 #[test]
 fn notification_vectors() {
     let all: Vec<NotificationVector> = load("notifications.json");
     assert!(all.len() >= 12);
     for v in all {
-        let m = merchant(&v.merchant.appid, &v.merchant.mch_id, &v.merchant.key, sign_type(&v.merchant.sign_type));
-        let result: Result<(wxpay_guest::Params, Vec<(&str, String)>), Error> = match v.kind.as_str() {
+        let m = merchant(
+            &v.merchant.appid,
+            &v.merchant.mch_id,
+            &v.merchant.key,
+            sign_type(&v.merchant.sign_type),
+        );
+        let result: Result<Checked<'_>, Error> = match v.kind.as_str() {
             "payment" => {
                 let expected = v.expected_order.as_ref().map(|e| ExpectedOrder {
                     out_trade_no: e.out_trade_no.clone(),
@@ -96,10 +112,14 @@ fn notification_vectors() {
                     fee_type: None,
                     sign_type: None,
                 });
-                m.verify_payment_notification(v.body.as_bytes(), expected.as_ref()).map(|n| {
-                    let extra = vec![("paid", n.paid.to_string()), ("total_fee", n.total_fee.to_string())];
-                    (n.fields, extra)
-                })
+                m.verify_payment_notification(v.body.as_bytes(), expected.as_ref())
+                    .map(|n| {
+                        let extra = vec![
+                            ("paid", n.paid.to_string()),
+                            ("total_fee", n.total_fee.to_string()),
+                        ];
+                        (n.fields, extra)
+                    })
             }
             "refund" => {
                 let expected = v.expected_refund.as_ref().map(|e| ExpectedRefund {

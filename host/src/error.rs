@@ -13,7 +13,9 @@ pub enum Error {
     #[error("the signing component could not be loaded: {0}")]
     Component(String),
     /// The component imports an interface outside the allowed WASI subset.
-    #[error("the component imports `{name}`, which is not allowed: only wasi:io and wasi:cli may be imported")]
+    #[error(
+        "the component imports `{name}`, which is not allowed: only wasi:io and wasi:cli may be imported"
+    )]
     ForbiddenImport {
         /// The import's full name.
         name: String,
@@ -96,11 +98,25 @@ impl fmt::Display for GuestDisplay<'_> {
             E::DuplicateField(name) => write!(f, "field `{name}` appears more than once"),
             E::XmlRejected(x) => write!(f, "XML rejected ({:?}): {}", x.reason, x.detail),
             E::SignatureMissing => f.write_str("the message has no `sign` field"),
-            E::SignatureMismatch(t) => write!(f, "signature does not match ({})", sign_type_name(*t)),
-            E::SignTypeMismatch(m) => write!(f, "sign_type: expected {}, message says {}", m.expected, m.found),
-            E::WrongMerchant(m) => write!(f, "`{}` is {:?}, this merchant's is {:?}", m.field, m.found, m.expected),
+            E::SignatureMismatch(t) => {
+                write!(f, "signature does not match ({})", sign_type_name(*t))
+            }
+            E::SignTypeMismatch(m) => write!(
+                f,
+                "sign_type: expected {}, message says {}",
+                m.expected, m.found
+            ),
+            E::WrongMerchant(m) => write!(
+                f,
+                "`{}` is {:?}, this merchant's is {:?}",
+                m.field, m.found, m.expected
+            ),
             E::OrderMismatch(m) | E::AmountMismatch(m) => {
-                write!(f, "`{}` is {:?}, expected {:?}", m.field, m.found, m.expected)
+                write!(
+                    f,
+                    "`{}` is {:?}, expected {:?}",
+                    m.field, m.found, m.expected
+                )
             }
             E::ReturnFailed(msg) => write!(f, "WeChat refused the request: {msg}"),
             E::Wechat(w) => write!(
@@ -118,23 +134,22 @@ impl fmt::Display for GuestDisplay<'_> {
 
 impl fmt::Display for types::Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use types::Rule as R;
         match self {
-            R::Required => f.write_str("is required"),
-            R::RequiredWhen(c) => write!(f, "is required when {c}"),
-            R::ForbiddenWhen(c) => write!(f, "is not allowed: {c}"),
-            R::Empty => f.write_str("must not be empty"),
-            R::TooLong(n) => write!(f, "must be at most {n} bytes"),
-            R::TooShort(n) => write!(f, "must be at least {n} characters"),
-            R::Charset(set) => write!(f, "may contain only {set}"),
-            R::Format(shape) => write!(f, "must be {shape}"),
-            R::OutOfRange(r) => write!(f, "must be between {} and {}", r.min, r.max),
-            R::OneOf(values) => write!(f, "must be one of {}", values.join(", ")),
-            R::ControlCharacter => f.write_str("must not contain control characters"),
-            R::SurroundingWhitespace => f.write_str("must not start or end with whitespace"),
-            R::Unknown => f.write_str("is unknown"),
-            R::Duplicate => f.write_str("is listed twice"),
-            R::Overflow => f.write_str("overflows"),
+            Self::Required => f.write_str("is required"),
+            Self::RequiredWhen(c) => write!(f, "is required when {c}"),
+            Self::ForbiddenWhen(c) => write!(f, "is not allowed: {c}"),
+            Self::Empty => f.write_str("must not be empty"),
+            Self::TooLong(n) => write!(f, "must be at most {n} bytes"),
+            Self::TooShort(n) => write!(f, "must be at least {n} characters"),
+            Self::Charset(set) => write!(f, "may contain only {set}"),
+            Self::Format(shape) => write!(f, "must be {shape}"),
+            Self::OutOfRange(r) => write!(f, "must be between {} and {}", r.min, r.max),
+            Self::OneOf(values) => write!(f, "must be one of {}", values.join(", ")),
+            Self::ControlCharacter => f.write_str("must not contain control characters"),
+            Self::SurroundingWhitespace => f.write_str("must not start or end with whitespace"),
+            Self::Unknown => f.write_str("is unknown"),
+            Self::Duplicate => f.write_str("is listed twice"),
+            Self::Overflow => f.write_str("overflows"),
         }
     }
 }

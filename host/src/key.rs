@@ -53,22 +53,33 @@ impl ApiKey {
         let metadata = std::fs::metadata(path).map_err(|e| key_file(e.kind().to_string()))?;
         check_permissions(path, &metadata)?;
         let raw = Zeroizing::new(std::fs::read(path).map_err(|e| key_file(e.kind().to_string()))?);
-        let text = std::str::from_utf8(&raw).map_err(|_| key_file("the key is not UTF-8".into()))?;
+        let text =
+            std::str::from_utf8(&raw).map_err(|_| key_file("the key is not UTF-8".into()))?;
         let text = text
             .strip_suffix("\r\n")
             .or_else(|| text.strip_suffix('\n'))
             .unwrap_or(text);
-        Self::checked(Zeroizing::new(text.to_owned()), || key_file("the file holds an empty key".into()))
+        Self::checked(Zeroizing::new(text.to_owned()), || {
+            key_file("the file holds an empty key".into())
+        })
     }
 
     /// Reads the key from an environment variable.
     pub fn from_env(var: &str) -> Result<Self, Error> {
-        let value = std::env::var(var).map_err(|_| Error::KeyEnv { var: var.to_owned() })?;
-        Self::checked(Zeroizing::new(value), || Error::KeyEnv { var: var.to_owned() })
+        let value = std::env::var(var).map_err(|_| Error::KeyEnv {
+            var: var.to_owned(),
+        })?;
+        Self::checked(Zeroizing::new(value), || Error::KeyEnv {
+            var: var.to_owned(),
+        })
     }
 
     fn checked(key: Zeroizing<String>, empty: impl FnOnce() -> Error) -> Result<Self, Error> {
-        if key.is_empty() { Err(empty()) } else { Ok(Self(key)) }
+        if key.is_empty() {
+            Err(empty())
+        } else {
+            Ok(Self(key))
+        }
     }
 
     /// The key, for handing to the component. Crate-private on purpose.

@@ -1,16 +1,19 @@
 //! The known-answer vectors of `tests/vectors/`, through the component in
 //! wasmtime (the same files `guest/tests/vectors.rs` runs natively).
 
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
+use wxpay::sandbox::SignerInstance;
 use wxpay::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
 use wxpay::sandbox::bindings::types::{self, SignType};
 use wxpay::sandbox::signer::MerchantSettings;
-use wxpay::sandbox::SignerInstance;
 use wxpay::{Error, key::ApiKey};
 
-#[path = "../../tests/support/vectors.rs"]
-mod vectors;
 #[path = "support/mod.rs"]
 mod support;
+#[path = "../../tests/support/vectors.rs"]
+mod vectors;
 use vectors::{ClientVector, NotificationVector, Outcome, SignatureVector, check_fields, load};
 
 fn sign_type(wire: &str) -> SignType {
@@ -42,11 +45,23 @@ fn signature_vectors_through_the_component() {
     let all: Vec<SignatureVector> = load("signatures.json");
     assert!(all.len() >= 11);
     for v in all {
-        assert_eq!(signer.canonicalize(&v.params).expect(&v.id), v.canonical, "{} canonical", v.id);
+        assert_eq!(
+            signer.canonicalize(&v.params).expect(&v.id),
+            v.canonical,
+            "{} canonical",
+            v.id
+        );
         let key = support::key(&v.key);
         let st = sign_type(&v.sign_type);
-        let merchant = signer.merchant(&settings("wxd930ea5d5a258f4f", "10000100", st), &key).expect(&v.id);
-        assert_eq!(signer.sign(&merchant, &v.params, None).expect(&v.id), v.sign, "{} sign", v.id);
+        let merchant = signer
+            .merchant(&settings("wxd930ea5d5a258f4f", "10000100", st), &key)
+            .expect(&v.id);
+        assert_eq!(
+            signer.sign(&merchant, &v.params, None).expect(&v.id),
+            v.sign,
+            "{} sign",
+            v.id
+        );
         signer.drop_merchant(merchant).expect("drop");
     }
 }
@@ -58,7 +73,10 @@ fn client_param_vectors_through_the_component() {
     assert_eq!(all.len(), 4);
     for v in all {
         let merchant = signer
-            .merchant(&settings(&v.appid, &v.mch_id, sign_type(&v.sign_type)), &support::key(&v.key))
+            .merchant(
+                &settings(&v.appid, &v.mch_id, sign_type(&v.sign_type)),
+                &support::key(&v.key),
+            )
             .expect(&v.id);
         let got = match v.kind.as_str() {
             "jsapi" => signer.jsapi_params(&merchant, &v.prepay_id, &v.nonce, v.timestamp),
@@ -70,6 +88,9 @@ fn client_param_vectors_through_the_component() {
     }
 }
 
+/// Decoded fields plus derived values (`paid`, parsed amounts) to compare.
+type Checked<'a> = (Vec<(String, String)>, Vec<(&'a str, String)>);
+
 #[test]
 fn notification_vectors_through_the_component() {
     let mut signer = instance();
@@ -78,10 +99,13 @@ fn notification_vectors_through_the_component() {
     for v in all {
         let m = &v.merchant;
         let merchant = signer
-            .merchant(&settings(&m.appid, &m.mch_id, sign_type(&m.sign_type)), &support::key(&m.key))
+            .merchant(
+                &settings(&m.appid, &m.mch_id, sign_type(&m.sign_type)),
+                &support::key(&m.key),
+            )
             .expect(&v.id);
         let body = v.body.as_bytes();
-        let result: Result<(Vec<(String, String)>, Vec<(&str, String)>), Error> = match v.kind.as_str() {
+        let result: Result<Checked<'_>, Error> = match v.kind.as_str() {
             "payment" => {
                 let expected = v.expected_order.as_ref().map(|e| ExpectedOrder {
                     out_trade_no: e.out_trade_no.clone(),
@@ -91,7 +115,15 @@ fn notification_vectors_through_the_component() {
                 });
                 signer
                     .verify_payment_notification(&merchant, body, expected.as_ref())
-                    .map(|n| (n.fields, vec![("paid", n.paid.to_string()), ("total_fee", n.total_fee.to_string())]))
+                    .map(|n| {
+                        (
+                            n.fields,
+                            vec![
+                                ("paid", n.paid.to_string()),
+                                ("total_fee", n.total_fee.to_string()),
+                            ],
+                        )
+                    })
             }
             "refund" => {
                 let expected = v.expected_refund.as_ref().map(|e| ExpectedRefund {
@@ -109,11 +141,19 @@ fn notification_vectors_through_the_component() {
             (Ok((fields, extra)), Outcome::Ok(want)) => check_fields(&v.id, want, |name| {
                 extra
                     .iter()
-                    .chain(fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect::<Vec<_>>().iter())
+                    .chain(
+                        fields
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.clone()))
+                            .collect::<Vec<_>>()
+                            .iter(),
+                    )
                     .find(|(k, _)| *k == name)
                     .map(|(_, v)| v.clone())
             }),
-            (Err(Error::Guest(e)), Outcome::Error(want)) => assert_eq!(support::case_name(e), want, "{}", v.id),
+            (Err(Error::Guest(e)), Outcome::Error(want)) => {
+                assert_eq!(support::case_name(e), want, "{}", v.id)
+            }
             _ => panic!("{}: unexpected result {result:?}", v.id),
         }
         signer.drop_merchant(merchant).expect("drop");
@@ -123,8 +163,13 @@ fn notification_vectors_through_the_component() {
 #[test]
 fn typed_errors_cross_the_boundary() {
     let mut signer = instance();
-    let duplicate = vec![("a".to_owned(), "1".to_owned()), ("a".to_owned(), "2".to_owned())];
-    assert!(matches!(signer.canonicalize(&duplicate), Err(Error::Guest(types::Error::DuplicateField(f))) if f == "a"));
+    let duplicate = vec![
+        ("a".to_owned(), "1".to_owned()),
+        ("a".to_owned(), "2".to_owned()),
+    ];
+    assert!(
+        matches!(signer.canonicalize(&duplicate), Err(Error::Guest(types::Error::DuplicateField(f))) if f == "a")
+    );
     let key = ApiKey::from_env("WXPAY_TEST_UNSET_VARIABLE");
     assert!(matches!(key, Err(Error::KeyEnv { .. })));
 }

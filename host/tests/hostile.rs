@@ -2,6 +2,9 @@
 //! the boundary, and limits turn runaway inputs into errors, not a stalled
 //! or bloated host.
 
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
 use wxpay::Error;
 use wxpay::sandbox::bindings::merchant_api::ExpectedOrder;
 use wxpay::sandbox::bindings::types::{self, SignType, XmlReason};
@@ -22,7 +25,9 @@ fn merchant(signer: &mut SignerInstance) -> MerchantHandle {
         sub_mch_id: None,
         sandbox: false,
     };
-    signer.merchant(&settings, &support::key(KEY)).expect("merchant")
+    signer
+        .merchant(&settings, &support::key(KEY))
+        .expect("merchant")
 }
 
 fn xml_reason(signer: &mut SignerInstance, body: &[u8]) -> XmlReason {
@@ -35,13 +40,24 @@ fn xml_reason(signer: &mut SignerInstance, body: &[u8]) -> XmlReason {
 #[test]
 fn hostile_xml_gets_typed_reasons_through_the_component() {
     let mut s = support::sandbox().instantiate().expect("instance");
-    let xxe = br#"<!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><a>&xxe;</a></xml>"#;
+    let xxe =
+        br#"<!DOCTYPE xml [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><xml><a>&xxe;</a></xml>"#;
     assert_eq!(xml_reason(&mut s, xxe), XmlReason::Doctype);
-    let laughs = br#"<!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><xml><x>&b;</x></xml>"#;
+    let laughs =
+        br#"<!DOCTYPE l [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;&a;">]><xml><x>&b;</x></xml>"#;
     assert_eq!(xml_reason(&mut s, laughs), XmlReason::Doctype);
-    assert_eq!(xml_reason(&mut s, b"<xml><a>&unknown;</a></xml>"), XmlReason::Entity);
-    assert_eq!(xml_reason(&mut s, b"<xml><a>\xc3\x28</a></xml>"), XmlReason::NotUtf8);
-    assert_eq!(xml_reason(&mut s, b"<xml><a><b>1</b></a></xml>"), XmlReason::Nesting);
+    assert_eq!(
+        xml_reason(&mut s, b"<xml><a>&unknown;</a></xml>"),
+        XmlReason::Entity
+    );
+    assert_eq!(
+        xml_reason(&mut s, b"<xml><a>\xc3\x28</a></xml>"),
+        XmlReason::NotUtf8
+    );
+    assert_eq!(
+        xml_reason(&mut s, b"<xml><a><b>1</b></a></xml>"),
+        XmlReason::Nesting
+    );
     let mut ten_mb = b"<xml><a>".to_vec();
     ten_mb.resize(10 << 20, b'a');
     assert_eq!(xml_reason(&mut s, &ten_mb), XmlReason::TooLarge);
@@ -52,7 +68,10 @@ fn hostile_xml_gets_typed_reasons_through_the_component() {
 }
 
 fn notification(fields: &[(&str, &str)], key: &str, signer: &mut SignerInstance) -> Vec<u8> {
-    let pairs: Vec<(String, String)> = fields.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    let pairs: Vec<(String, String)> = fields
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let settings = MerchantSettings {
         appid: "wx2421b1c4370ec43b".into(),
         mch_id: "10000100".into(),
@@ -61,7 +80,9 @@ fn notification(fields: &[(&str, &str)], key: &str, signer: &mut SignerInstance)
         sub_mch_id: None,
         sandbox: false,
     };
-    let signing = signer.merchant(&settings, &support::key(key)).expect("merchant");
+    let signing = signer
+        .merchant(&settings, &support::key(key))
+        .expect("merchant");
     let sign = signer.sign(&signing, &pairs, None).expect("sign");
     signer.drop_merchant(signing).expect("drop");
     let mut with_sign = pairs;
@@ -85,17 +106,47 @@ fn forged_and_mismatched_notifications_are_refused_through_the_component() {
             ("total_fee", fee),
         ]
     };
-    let expected = ExpectedOrder { out_trade_no: "WX0001".into(), total_fee: 100, fee_type: None, sign_type: None };
-    let verify = |s: &mut SignerInstance, body: &[u8]| s.verify_payment_notification(&m, body, Some(&expected));
+    let expected = ExpectedOrder {
+        out_trade_no: "WX0001".into(),
+        total_fee: 100,
+        fee_type: None,
+        sign_type: None,
+    };
+    let verify = |s: &mut SignerInstance, body: &[u8]| {
+        s.verify_payment_notification(&m, body, Some(&expected))
+    };
 
     let genuine = notification(&paid("wx2421b1c4370ec43b", "10000100", "100"), KEY, &mut s);
     assert!(verify(&mut s, &genuine).expect("genuine").paid);
     let cases: Vec<(Vec<u8>, &str)> = vec![
-        (notification(&paid("wx2421b1c4370ec43b", "10000100", "100"), "ffffffffffffffffffffffffffffffff", &mut s), "signature-mismatch"),
-        (notification(&paid("wx2421b1c4370ec43b", "10000100", "1"), KEY, &mut s), "amount-mismatch"),
-        (notification(&paid("wx0000000000000000", "10000100", "100"), KEY, &mut s), "wrong-merchant"),
-        (notification(&paid("wx2421b1c4370ec43b", "99999999", "100"), KEY, &mut s), "wrong-merchant"),
-        (String::from_utf8(genuine.clone()).expect("utf8").replace("<sign>", "<signx>").replace("</sign>", "</signx>").into_bytes(), "signature-missing"),
+        (
+            notification(
+                &paid("wx2421b1c4370ec43b", "10000100", "100"),
+                "ffffffffffffffffffffffffffffffff",
+                &mut s,
+            ),
+            "signature-mismatch",
+        ),
+        (
+            notification(&paid("wx2421b1c4370ec43b", "10000100", "1"), KEY, &mut s),
+            "amount-mismatch",
+        ),
+        (
+            notification(&paid("wx0000000000000000", "10000100", "100"), KEY, &mut s),
+            "wrong-merchant",
+        ),
+        (
+            notification(&paid("wx2421b1c4370ec43b", "99999999", "100"), KEY, &mut s),
+            "wrong-merchant",
+        ),
+        (
+            String::from_utf8(genuine)
+                .expect("utf8")
+                .replace("<sign>", "<signx>")
+                .replace("</sign>", "</signx>")
+                .into_bytes(),
+            "signature-missing",
+        ),
     ];
     for (body, want) in cases {
         match verify(&mut s, &body) {
@@ -108,20 +159,45 @@ fn forged_and_mismatched_notifications_are_refused_through_the_component() {
 
 #[test]
 fn memory_and_fuel_limits_end_in_errors_and_the_host_survives() {
-    let tight = SandboxLimits { max_memory_bytes: 4 << 20, fuel_per_call: 2_000_000_000 };
+    let tight = SandboxLimits {
+        max_memory_bytes: 4 << 20,
+        fuel_per_call: 2_000_000_000,
+    };
     let sandbox = Sandbox::from_bytes(wxpay::sandbox::EMBEDDED_COMPONENT, tight).expect("loads");
     let mut s = sandbox.instantiate().expect("instance");
     let huge = vec![b'a'; 16 << 20];
-    assert!(matches!(s.parse_xml(&huge, Some(u32::MAX)), Err(Error::Trap(_))));
-    assert!(matches!(s.canonicalize(&Vec::new()), Err(Error::Trap(_))), "a trapped instance stays poisoned");
+    assert!(matches!(
+        s.parse_xml(&huge, Some(u32::MAX)),
+        Err(Error::Trap(_))
+    ));
+    assert!(
+        matches!(s.canonicalize(&Vec::new()), Err(Error::Trap(_))),
+        "a trapped instance stays poisoned"
+    );
     let mut fresh = sandbox.instantiate().expect("a new instance works");
-    assert_eq!(fresh.canonicalize(&vec![("a".into(), "1".into())]).expect("ok"), "a=1");
+    assert_eq!(
+        fresh
+            .canonicalize(&vec![("a".into(), "1".into())])
+            .expect("ok"),
+        "a=1"
+    );
 
-    let starved = SandboxLimits { max_memory_bytes: 64 << 20, fuel_per_call: 50_000 };
+    let starved = SandboxLimits {
+        max_memory_bytes: 64 << 20,
+        fuel_per_call: 50_000,
+    };
     let sandbox = Sandbox::from_bytes(wxpay::sandbox::EMBEDDED_COMPONENT, starved).expect("loads");
     let mut s = sandbox.instantiate().expect("instance");
-    let body = format!("<xml>{}</xml>", (0..2000).map(|i| format!("<f{i}>v</f{i}>")).collect::<String>());
-    assert!(matches!(s.parse_xml(body.as_bytes(), Some(u32::MAX)), Err(Error::Trap(_))));
+    let body = format!(
+        "<xml>{}</xml>",
+        (0..2000)
+            .map(|i| format!("<f{i}>v</f{i}>"))
+            .collect::<String>()
+    );
+    assert!(matches!(
+        s.parse_xml(body.as_bytes(), Some(u32::MAX)),
+        Err(Error::Trap(_))
+    ));
 }
 
 #[test]
@@ -130,13 +206,27 @@ fn key_material_never_appears_in_errors_or_debug_output() {
     let key = support::key(KEY);
     assert_eq!(format!("{key:?}"), "ApiKey(<redacted>)");
     let m = merchant(&mut s);
-    let bad = notification(&[("return_code", "SUCCESS"), ("appid", "x"), ("mch_id", "y")], KEY, &mut s);
-    let e = s.verify_payment_notification(&m, &bad, None).expect_err("wrong merchant");
+    let bad = notification(
+        &[("return_code", "SUCCESS"), ("appid", "x"), ("mch_id", "y")],
+        KEY,
+        &mut s,
+    );
+    let e = s
+        .verify_payment_notification(&m, &bad, None)
+        .expect_err("wrong merchant");
     assert!(!format!("{e} {e:?}").contains(KEY));
-    let pairs = vec![("a".to_owned(), "1".to_owned()), ("sign".to_owned(), "0".repeat(64))];
-    let findings = s.diagnose_signature(&m, &pairs).expect("diagnosis").concat();
+    let pairs = vec![
+        ("a".to_owned(), "1".to_owned()),
+        ("sign".to_owned(), "0".repeat(64)),
+    ];
+    let findings = s
+        .diagnose_signature(&m, &pairs)
+        .expect("diagnosis")
+        .concat();
     assert!(!findings.contains(KEY));
-    let explanation = s.explain_signature(&pairs, SignType::Md5).expect("explanation");
+    let explanation = s
+        .explain_signature(&pairs, SignType::Md5)
+        .expect("explanation");
     assert_eq!(explanation.redacted_string_to_sign, "a=1&key=***");
     let bad_key = support::key("has a space");
     let settings = MerchantSettings {

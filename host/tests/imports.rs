@@ -1,6 +1,9 @@
 //! The component imports exactly what Rust's std needs on wasip2 and
 //! nothing else; a component that imports more is refused at load.
 
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
 use std::collections::BTreeSet;
 
 use wxpay::Error;
@@ -18,8 +21,14 @@ fn the_embedded_component_imports_exactly_the_allowed_set() {
     let allowed: BTreeSet<&str> = ALLOWED_INTERFACES.iter().copied().collect();
     assert_eq!(actual, allowed);
     for name in &names {
-        assert!(name.starts_with("wasi:io/") || name.starts_with("wasi:cli/"), "{name}");
-        assert!(!FORBIDDEN_PREFIXES.iter().any(|p| name.starts_with(p)), "{name}");
+        assert!(
+            name.starts_with("wasi:io/") || name.starts_with("wasi:cli/"),
+            "{name}"
+        );
+        assert!(
+            !FORBIDDEN_PREFIXES.iter().any(|p| name.starts_with(p)),
+            "{name}"
+        );
     }
 }
 
@@ -34,12 +43,17 @@ fn the_component_exports_the_contract() {
         .collect();
     assert_eq!(
         exports,
-        ["wxpay:signer/types@0.1.0", "wxpay:signer/keyless@0.1.0", "wxpay:signer/merchant-api@0.1.0"]
+        [
+            "wxpay:signer/types@0.1.0",
+            "wxpay:signer/keyless@0.1.0",
+            "wxpay:signer/merchant-api@0.1.0"
+        ]
     );
 }
 
 fn component_importing(interface: &str) -> Vec<u8> {
-    wat::parse_str(format!(r#"(component (import "{interface}" (instance)))"#)).expect("valid component text")
+    wat::parse_str(format!(r#"(component (import "{interface}" (instance)))"#))
+        .expect("valid component text")
 }
 
 #[test]
@@ -63,6 +77,12 @@ fn components_with_other_imports_are_refused() {
 #[test]
 fn a_component_without_the_contract_is_refused() {
     let empty = wat::parse_str("(component)").expect("valid component text");
-    assert!(matches!(Sandbox::from_bytes(&empty, SandboxLimits::default()), Err(Error::Component(_))));
-    assert!(matches!(Sandbox::from_bytes(b"not wasm", SandboxLimits::default()), Err(Error::Component(_))));
+    assert!(matches!(
+        Sandbox::from_bytes(&empty, SandboxLimits::default()),
+        Err(Error::Component(_))
+    ));
+    assert!(matches!(
+        Sandbox::from_bytes(b"not wasm", SandboxLimits::default()),
+        Err(Error::Component(_))
+    ));
 }

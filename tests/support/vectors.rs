@@ -10,7 +10,8 @@ use serde::Deserialize;
 pub fn load<T: for<'de> Deserialize<'de>>(file: &str) -> Vec<T> {
     let path = format!("{}/../tests/vectors/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let mut doc: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_value(doc["vectors"].take()).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
@@ -87,7 +88,11 @@ pub enum Outcome {
 }
 
 /// Checks every expected field against a lookup of the actual values.
-pub fn check_fields(id: &str, expected: &serde_json::Map<String, serde_json::Value>, actual: impl Fn(&str) -> Option<String>) {
+pub fn check_fields(
+    id: &str,
+    expected: &serde_json::Map<String, serde_json::Value>,
+    actual: impl Fn(&str) -> Option<String>,
+) {
     for (name, want) in expected {
         let want = match want {
             serde_json::Value::String(s) => s.clone(),

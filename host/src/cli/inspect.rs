@@ -31,7 +31,11 @@ pub(super) fn run(args: &InspectArgs) -> Result<(), Error> {
     let imports = import_names(engine, component);
     println!("imports ({}):", imports.len());
     for name in &imports {
-        let verdict = if ALLOWED_INTERFACES.contains(&unversioned(name)) { "allowed" } else { "FORBIDDEN" };
+        let verdict = if ALLOWED_INTERFACES.contains(&unversioned(name)) {
+            "allowed"
+        } else {
+            "FORBIDDEN"
+        };
         println!("  {name}  [{verdict}]");
     }
     let forbidden: Vec<&str> = FORBIDDEN_PREFIXES
@@ -52,7 +56,9 @@ pub(super) fn run(args: &InspectArgs) -> Result<(), Error> {
     }
     if let Some(path) = &args.write_component {
         let bytes = match &args.component.component {
-            Some(src) => std::fs::read(src).map_err(|e| Error::input(src.display().to_string(), e))?,
+            Some(src) => {
+                std::fs::read(src).map_err(|e| Error::input(src.display().to_string(), e))?
+            }
             None => EMBEDDED_COMPONENT.to_vec(),
         };
         std::fs::write(path, bytes).map_err(|e| Error::input(path.display().to_string(), e))?;

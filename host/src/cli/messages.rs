@@ -10,9 +10,9 @@ use serde_json::{Map, Value, json};
 
 use super::{ComponentArgs, KeyArgs, SignTypeArg};
 use crate::error::{Error, sign_type_name};
+use crate::sandbox::SignerInstance;
 use crate::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
 use crate::sandbox::signer::{MerchantSettings, Pairs};
-use crate::sandbox::SignerInstance;
 
 /// The merchant's identity and algorithm.
 #[derive(Debug, Args)]
@@ -39,11 +39,19 @@ struct MerchantArgs {
 
 impl MerchantArgs {
     fn settings(&self, params: &Pairs) -> Result<MerchantSettings, Error> {
-        let from_params = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let from_params = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
         let pick = |flag: &Option<String>, name: &str| {
-            flag.clone()
-                .or_else(|| from_params(name))
-                .ok_or_else(|| Error::input(format!("--{}", name.replace('_', "-")), "required (or put it in the message)"))
+            flag.clone().or_else(|| from_params(name)).ok_or_else(|| {
+                Error::input(
+                    format!("--{}", name.replace('_', "-")),
+                    "required (or put it in the message)",
+                )
+            })
         };
         Ok(MerchantSettings {
             appid: pick(&self.appid, "appid")?,
@@ -147,18 +155,29 @@ fn read_params(signer: &mut SignerInstance, bytes: &[u8]) -> Result<Pairs, Error
     }
     let value: Value = serde_json::from_slice(bytes).map_err(|e| Error::input("params", e))?;
     let Value::Object(map) = value else {
-        return Err(Error::input("params", "expected a JSON object or an <xml> body"));
+        return Err(Error::input(
+            "params",
+            "expected a JSON object or an <xml> body",
+        ));
     };
     map.into_iter()
         .map(|(k, v)| match v {
             Value::String(s) => Ok((k, s)),
-            other => Err(Error::input(format!("params.{k}"), format!("must be a string, found {other}"))),
+            other => Err(Error::input(
+                format!("params.{k}"),
+                format!("must be a string, found {other}"),
+            )),
         })
         .collect()
 }
 
 fn pairs_json(pairs: &Pairs) -> Value {
-    Value::Object(pairs.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<Map<_, _>>())
+    Value::Object(
+        pairs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect::<Map<_, _>>(),
+    )
 }
 
 pub(super) fn sign(args: &SignArgs) -> Result<(), Error> {
@@ -234,7 +253,10 @@ pub(super) fn verify(args: &VerifyArgs) -> Result<(), Error> {
     };
     signer.drop_merchant(merchant)?;
     let verdict = verdict?;
-    println!("{}", serde_json::to_string_pretty(&verdict).map_err(|e| Error::input("output", e))?);
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&verdict).map_err(|e| Error::input("output", e))?
+    );
     Ok(())
 }
 

@@ -51,7 +51,8 @@ impl ComponentArgs {
         match &self.component {
             None => Sandbox::embedded(),
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|e| Error::input(path.display().to_string(), e))?;
+                let bytes =
+                    std::fs::read(path).map_err(|e| Error::input(path.display().to_string(), e))?;
                 Sandbox::from_bytes(&bytes, SandboxLimits::default())
             }
         }

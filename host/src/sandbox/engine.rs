@@ -18,7 +18,8 @@ use super::imports;
 use crate::error::Error;
 
 /// The component built from `guest/` by `build.rs`.
-pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/wxpay_signer.wasm"));
+pub static EMBEDDED_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/wxpay_signer.wasm"));
 
 /// Bounds for each instance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +81,12 @@ impl Sandbox {
         imports::check(&engine, &component)?;
         let mut linker = Linker::new(&engine);
         imports::link_allowed(&mut linker).map_err(Error::component)?;
-        let pre = SignerPre::new(linker.instantiate_pre(&component).map_err(Error::component)?)
-            .map_err(Error::component)?;
+        let pre = SignerPre::new(
+            linker
+                .instantiate_pre(&component)
+                .map_err(Error::component)?,
+        )
+        .map_err(Error::component)?;
         Ok(Self {
             engine,
             component,
@@ -130,9 +135,15 @@ impl Sandbox {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_fuel(self.limits.fuel_per_call).map_err(Error::component)?;
+        store
+            .set_fuel(self.limits.fuel_per_call)
+            .map_err(Error::component)?;
         let bindings: Signer = self.pre.instantiate(&mut store).map_err(Error::component)?;
-        Ok(super::SignerInstance::new(store, bindings, self.limits.fuel_per_call))
+        Ok(super::SignerInstance::new(
+            store,
+            bindings,
+            self.limits.fuel_per_call,
+        ))
     }
 }
 

@@ -72,7 +72,9 @@ impl HasData for Io {
 /// Adds exactly the allowed interfaces to the linker, backed by a WASI
 /// context that inherits nothing: no environment, discarded stdio.
 pub fn link_allowed(linker: &mut Linker<StoreState>) -> wasmtime::Result<()> {
-    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<StoreState, Io>(linker, |s| &mut s.table)?;
+    wasmtime_wasi_io::bindings::wasi::io::error::add_to_linker::<StoreState, Io>(linker, |s| {
+        &mut s.table
+    })?;
     sync::io::poll::add_to_linker::<StoreState, Io>(linker, |s| &mut s.table)?;
     sync::io::streams::add_to_linker::<StoreState, Io>(linker, |s| &mut s.table)?;
     cli::environment::add_to_linker::<StoreState, WasiCli>(linker, StoreState::cli)?;

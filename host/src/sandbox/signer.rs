@@ -12,10 +12,12 @@ use wasmtime::Store;
 use wasmtime::component::ResourceAny;
 use zeroize::Zeroize;
 
-use super::bindings::keyless::{FeeEstimate, OrderIntent, Policy, Product, SignatureExplanation, ValidatedOrder};
+use super::bindings::keyless::{
+    FeeEstimate, OrderIntent, Policy, Product, SignatureExplanation, ValidatedOrder,
+};
 use super::bindings::merchant_api::{
-    BillRequest, ExpectedOrder, ExpectedRefund, MicropayRequest, OrderRef, PaymentNotice, RefundNotice, RefundRef,
-    RefundRequest, SignedRequest, UnifiedOrder,
+    BillRequest, ExpectedOrder, ExpectedRefund, MicropayRequest, OrderRef, PaymentNotice,
+    RefundNotice, RefundRef, RefundRequest, SignedRequest, UnifiedOrder,
 };
 use super::bindings::types::{MerchantConfig, SignType};
 use super::bindings::{Signer, types};
@@ -70,16 +72,26 @@ impl SignerInstance {
 
     /// Runs one guest call with a fresh fuel budget, mapping traps and
     /// guest errors into [`Error`].
-    fn call<R>(&mut self, f: impl FnOnce(&Signer, &mut Store<StoreState>) -> Call<R>) -> Result<R, Error> {
+    fn call<R>(
+        &mut self,
+        f: impl FnOnce(&Signer, &mut Store<StoreState>) -> Call<R>,
+    ) -> Result<R, Error> {
         self.plain(f)?.map_err(Error::Guest)
     }
 
     /// Like [`Self::call`] for functions that cannot fail in the guest.
-    fn plain<R>(&mut self, f: impl FnOnce(&Signer, &mut Store<StoreState>) -> wasmtime::Result<R>) -> Result<R, Error> {
+    fn plain<R>(
+        &mut self,
+        f: impl FnOnce(&Signer, &mut Store<StoreState>) -> wasmtime::Result<R>,
+    ) -> Result<R, Error> {
         if self.poisoned {
-            return Err(Error::Trap("this instance trapped earlier; create a new one".into()));
+            return Err(Error::Trap(
+                "this instance trapped earlier; create a new one".into(),
+            ));
         }
-        self.store.set_fuel(self.fuel_per_call).map_err(Error::component)?;
+        self.store
+            .set_fuel(self.fuel_per_call)
+            .map_err(Error::component)?;
         f(&self.bindings, &mut self.store).map_err(|e| {
             self.poisoned = true;
             Error::trap(&e)
@@ -107,18 +119,36 @@ impl SignerInstance {
     }
 
     /// `keyless.validate-order`.
-    pub fn validate_order(&mut self, intent: &OrderIntent, catalog: &[Product], policy: Policy) -> Result<ValidatedOrder, Error> {
-        self.call(|b, s| b.wxpay_signer_keyless().call_validate_order(s, intent, catalog, policy))
+    pub fn validate_order(
+        &mut self,
+        intent: &OrderIntent,
+        catalog: &[Product],
+        policy: Policy,
+    ) -> Result<ValidatedOrder, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_keyless()
+                .call_validate_order(s, intent, catalog, policy)
+        })
     }
 
     /// `keyless.estimate-fee`.
     pub fn estimate_fee(&mut self, amount_fen: u64, rate_bps: u32) -> Result<FeeEstimate, Error> {
-        self.call(|b, s| b.wxpay_signer_keyless().call_estimate_fee(s, amount_fen, rate_bps))
+        self.call(|b, s| {
+            b.wxpay_signer_keyless()
+                .call_estimate_fee(s, amount_fen, rate_bps)
+        })
     }
 
     /// `keyless.explain-signature`.
-    pub fn explain_signature(&mut self, params: &Pairs, expected: SignType) -> Result<SignatureExplanation, Error> {
-        self.call(|b, s| b.wxpay_signer_keyless().call_explain_signature(s, params, expected))
+    pub fn explain_signature(
+        &mut self,
+        params: &Pairs,
+        expected: SignType,
+    ) -> Result<SignatureExplanation, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_keyless()
+                .call_explain_signature(s, params, expected)
+        })
     }
 
     /// `keyless.notification-ack`.
@@ -133,7 +163,11 @@ impl SignerInstance {
 
     /// Hands the key to the component and returns the merchant. The host's
     /// copy of the key inside the call's argument is zeroized right after.
-    pub fn merchant(&mut self, settings: &MerchantSettings, key: &ApiKey) -> Result<MerchantHandle, Error> {
+    pub fn merchant(
+        &mut self,
+        settings: &MerchantSettings,
+        key: &ApiKey,
+    ) -> Result<MerchantHandle, Error> {
         let mut config = MerchantConfig {
             appid: settings.appid.clone(),
             mch_id: settings.mch_id.clone(),
@@ -143,88 +177,217 @@ impl SignerInstance {
             sub_mch_id: settings.sub_mch_id.clone(),
             sandbox: settings.sandbox,
         };
-        let created = self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_create(s, &config));
+        let created = self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_create(s, &config)
+        });
         config.api_key.zeroize();
         created.map(MerchantHandle)
     }
 
     /// Releases a merchant; the component zeroizes its key.
     pub fn drop_merchant(&mut self, merchant: MerchantHandle) -> Result<(), Error> {
-        merchant.0.resource_drop(&mut self.store).map_err(|e| Error::trap(&e))
+        merchant
+            .0
+            .resource_drop(&mut self.store)
+            .map_err(|e| Error::trap(&e))
     }
 
     /// `merchant.identity`.
     pub fn identity(&mut self, m: &MerchantHandle) -> Result<(String, String), Error> {
-        self.plain(|b, s| b.wxpay_signer_merchant_api().merchant().call_identity(s, m.0))
+        self.plain(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_identity(s, m.0)
+        })
     }
 
     /// `merchant.sign`.
-    pub fn sign(&mut self, m: &MerchantHandle, params: &Pairs, sign_type: Option<SignType>) -> Result<String, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_sign(s, m.0, params, sign_type))
+    pub fn sign(
+        &mut self,
+        m: &MerchantHandle,
+        params: &Pairs,
+        sign_type: Option<SignType>,
+    ) -> Result<String, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_sign(s, m.0, params, sign_type)
+        })
     }
 
     /// `merchant.sign-params`.
-    pub fn sign_params(&mut self, m: &MerchantHandle, params: &Pairs, path: &str, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_sign_params(s, m.0, params, path, nonce))
+    pub fn sign_params(
+        &mut self,
+        m: &MerchantHandle,
+        params: &Pairs,
+        path: &str,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_sign_params(s, m.0, params, path, nonce)
+        })
     }
 
     /// `merchant.unified-order`.
-    pub fn unified_order(&mut self, m: &MerchantHandle, order: &UnifiedOrder, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_unified_order(s, m.0, order, nonce))
+    pub fn unified_order(
+        &mut self,
+        m: &MerchantHandle,
+        order: &UnifiedOrder,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_unified_order(s, m.0, order, nonce)
+        })
     }
 
     /// `merchant.order-query`.
-    pub fn order_query(&mut self, m: &MerchantHandle, order: &OrderRef, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_order_query(s, m.0, order, nonce))
+    pub fn order_query(
+        &mut self,
+        m: &MerchantHandle,
+        order: &OrderRef,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_order_query(s, m.0, order, nonce)
+        })
     }
 
     /// `merchant.close-order`.
-    pub fn close_order(&mut self, m: &MerchantHandle, out_trade_no: &str, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_close_order(s, m.0, out_trade_no, nonce))
+    pub fn close_order(
+        &mut self,
+        m: &MerchantHandle,
+        out_trade_no: &str,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_close_order(s, m.0, out_trade_no, nonce)
+        })
     }
 
     /// `merchant.refund`.
-    pub fn refund(&mut self, m: &MerchantHandle, refund: &RefundRequest, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_refund(s, m.0, refund, nonce))
+    pub fn refund(
+        &mut self,
+        m: &MerchantHandle,
+        refund: &RefundRequest,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_refund(s, m.0, refund, nonce)
+        })
     }
 
     /// `merchant.refund-query`.
-    pub fn refund_query(&mut self, m: &MerchantHandle, refund: &RefundRef, offset: Option<u32>, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_refund_query(s, m.0, refund, offset, nonce))
+    pub fn refund_query(
+        &mut self,
+        m: &MerchantHandle,
+        refund: &RefundRef,
+        offset: Option<u32>,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_refund_query(s, m.0, refund, offset, nonce)
+        })
     }
 
     /// `merchant.download-bill`.
-    pub fn download_bill(&mut self, m: &MerchantHandle, bill: &BillRequest, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_download_bill(s, m.0, bill, nonce))
+    pub fn download_bill(
+        &mut self,
+        m: &MerchantHandle,
+        bill: &BillRequest,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_download_bill(s, m.0, bill, nonce)
+        })
     }
 
     /// `merchant.micropay`.
-    pub fn micropay(&mut self, m: &MerchantHandle, pay: &MicropayRequest, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_micropay(s, m.0, pay, nonce))
+    pub fn micropay(
+        &mut self,
+        m: &MerchantHandle,
+        pay: &MicropayRequest,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_micropay(s, m.0, pay, nonce)
+        })
     }
 
     /// `merchant.reverse`.
-    pub fn reverse(&mut self, m: &MerchantHandle, order: &OrderRef, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_reverse(s, m.0, order, nonce))
+    pub fn reverse(
+        &mut self,
+        m: &MerchantHandle,
+        order: &OrderRef,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_reverse(s, m.0, order, nonce)
+        })
     }
 
     /// `merchant.get-sign-key`.
-    pub fn get_sign_key(&mut self, m: &MerchantHandle, nonce: &str) -> Result<SignedRequest, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_get_sign_key(s, m.0, nonce))
+    pub fn get_sign_key(
+        &mut self,
+        m: &MerchantHandle,
+        nonce: &str,
+    ) -> Result<SignedRequest, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_get_sign_key(s, m.0, nonce)
+        })
     }
 
     /// `merchant.verify-response`.
-    pub fn verify_response(&mut self, m: &MerchantHandle, body: &[u8], request_sign_type: SignType) -> Result<Pairs, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_verify_response(s, m.0, body, request_sign_type))
+    pub fn verify_response(
+        &mut self,
+        m: &MerchantHandle,
+        body: &[u8],
+        request_sign_type: SignType,
+    ) -> Result<Pairs, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_verify_response(s, m.0, body, request_sign_type)
+        })
     }
 
     /// `merchant.check-bill`.
     pub fn check_bill(&mut self, m: &MerchantHandle, body: &[u8]) -> Result<String, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_check_bill(s, m.0, body))
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_check_bill(s, m.0, body)
+        })
     }
 
     /// `merchant.verify-payment-notification`.
-    pub fn verify_payment_notification(&mut self, m: &MerchantHandle, body: &[u8], expected: Option<&ExpectedOrder>) -> Result<PaymentNotice, Error> {
+    pub fn verify_payment_notification(
+        &mut self,
+        m: &MerchantHandle,
+        body: &[u8],
+        expected: Option<&ExpectedOrder>,
+    ) -> Result<PaymentNotice, Error> {
         self.call(|b, s| {
             b.wxpay_signer_merchant_api()
                 .merchant()
@@ -233,7 +396,12 @@ impl SignerInstance {
     }
 
     /// `merchant.verify-refund-notification`.
-    pub fn verify_refund_notification(&mut self, m: &MerchantHandle, body: &[u8], expected: Option<&ExpectedRefund>) -> Result<RefundNotice, Error> {
+    pub fn verify_refund_notification(
+        &mut self,
+        m: &MerchantHandle,
+        body: &[u8],
+        expected: Option<&ExpectedRefund>,
+    ) -> Result<RefundNotice, Error> {
         self.call(|b, s| {
             b.wxpay_signer_merchant_api()
                 .merchant()
@@ -242,17 +410,45 @@ impl SignerInstance {
     }
 
     /// `merchant.jsapi-params`.
-    pub fn jsapi_params(&mut self, m: &MerchantHandle, prepay_id: &str, nonce: &str, timestamp: u64) -> Result<Pairs, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_jsapi_params(s, m.0, prepay_id, nonce, timestamp))
+    pub fn jsapi_params(
+        &mut self,
+        m: &MerchantHandle,
+        prepay_id: &str,
+        nonce: &str,
+        timestamp: u64,
+    ) -> Result<Pairs, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_jsapi_params(s, m.0, prepay_id, nonce, timestamp)
+        })
     }
 
     /// `merchant.app-params`.
-    pub fn app_params(&mut self, m: &MerchantHandle, prepay_id: &str, nonce: &str, timestamp: u64) -> Result<Pairs, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_app_params(s, m.0, prepay_id, nonce, timestamp))
+    pub fn app_params(
+        &mut self,
+        m: &MerchantHandle,
+        prepay_id: &str,
+        nonce: &str,
+        timestamp: u64,
+    ) -> Result<Pairs, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_app_params(s, m.0, prepay_id, nonce, timestamp)
+        })
     }
 
     /// `merchant.explain-signature`.
-    pub fn diagnose_signature(&mut self, m: &MerchantHandle, params: &Pairs) -> Result<Vec<String>, Error> {
-        self.call(|b, s| b.wxpay_signer_merchant_api().merchant().call_explain_signature(s, m.0, params))
+    pub fn diagnose_signature(
+        &mut self,
+        m: &MerchantHandle,
+        params: &Pairs,
+    ) -> Result<Vec<String>, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_explain_signature(s, m.0, params)
+        })
     }
 }
