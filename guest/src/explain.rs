@@ -86,7 +86,9 @@ fn sign_type_causes(
             "the sign has lower-case hex digits; WeChat signs in upper case",
         ));
     }
-    match non_empty(params, "sign_type") {
+    // JSAPI client parameters spell it `signType`.
+    let declared = non_empty(params, "sign_type").or_else(|| non_empty(params, "signType"));
+    match declared {
         Some(declared) if declared != expected.as_str() => causes.push(format!(
             "the message declares sign_type={declared} but was verified with {expected}"
         )),
@@ -124,12 +126,11 @@ fn value_causes(params: &Params, causes: &mut Vec<String>) {
             ));
         }
     }
+    let jsapi = params.get("package").is_some_and(|p| p.starts_with("prepay_id="));
     for camel in ["appId", "timeStamp", "nonceStr", "signType"] {
         let lower = camel.to_ascii_lowercase();
-        if params.contains_key(lower.as_str()) && !params.contains_key("partnerid") {
-            causes.push(format!(
-                "`{lower}` should be `{camel}` in JSAPI parameters (case-sensitive)"
-            ));
+        if jsapi && params.contains_key(lower.as_str()) {
+            causes.push(format!("`{lower}` should be `{camel}` in JSAPI parameters (case-sensitive)"));
         }
     }
 }

@@ -90,39 +90,38 @@ impl Merchant {
         &self.config.api_key
     }
 
-    /// Checks `appid`, `mch_id` and, when configured, `sub_appid` and
-    /// `sub_mch_id` of a received message against this merchant. A missing
-    /// id is a mismatch too: WeChat always sends them on signed messages.
+    /// Checks the ids of a notification: `appid`, `mch_id` and, when
+    /// configured, `sub_mch_id` must be present and this merchant's;
+    /// `sub_appid` must match when present (WeChat echoes it only when it
+    /// was sent).
     pub fn check_identity(&self, params: &Params) -> Result<()> {
-        check_same(params, "appid", &self.config.appid)?;
-        check_same(params, "mch_id", &self.config.mch_id)?;
-        if let Some(sub) = &self.config.sub_appid {
-            check_optional_same(params, "sub_appid", sub)?;
-        }
-        if let Some(sub) = &self.config.sub_mch_id {
-            check_same(params, "sub_mch_id", sub)?;
+        self.check_ids(params, &["appid", "mch_id", "sub_mch_id"])
+    }
+
+    /// Checks each id the message carries against this merchant; the ids in
+    /// `required` must be present (when this merchant has them at all).
+    pub(crate) fn check_ids(&self, params: &Params, required: &[&str]) -> Result<()> {
+        let c = &self.config;
+        let ids = [
+            ("appid", Some(c.appid.as_str())),
+            ("mch_id", Some(c.mch_id.as_str())),
+            ("sub_appid", c.sub_appid.as_deref()),
+            ("sub_mch_id", c.sub_mch_id.as_deref()),
+        ];
+        for (field, expected) in ids {
+            let Some(expected) = expected else { continue };
+            match non_empty(params, field) {
+                Some(found) if found == expected => {}
+                None if !required.contains(&field) => {}
+                found => {
+                    return Err(Error::WrongMerchant(Mismatch {
+                        field: field.into(),
+                        expected: expected.into(),
+                        found: found.unwrap_or_default().into(),
+                    }));
+                }
+            }
         }
         Ok(())
-    }
-}
-
-fn check_same(params: &Params, field: &str, expected: &str) -> Result<()> {
-    let found = non_empty(params, field).unwrap_or_default();
-    if found == expected {
-        Ok(())
-    } else {
-        Err(Error::WrongMerchant(Mismatch {
-            field: field.into(),
-            expected: expected.into(),
-            found: found.into(),
-        }))
-    }
-}
-
-/// `sub_appid` is echoed only when it was sent; when present it must match.
-fn check_optional_same(params: &Params, field: &str, expected: &str) -> Result<()> {
-    match non_empty(params, field) {
-        Some(_) => check_same(params, field, expected),
-        None => Ok(()),
     }
 }

@@ -21,39 +21,11 @@ impl Merchant {
         check_return_code(&params)?;
         self.verify(&params, request_sign_type)?;
         params.remove("sign");
-        self.check_reply_identity(&params)?;
+        // Replies echo the ids they have: `mch_id` always, `appid` and the sub
+        // ids on most endpoints (getsignkey has only `mch_id`).
+        self.check_ids(&params, &["mch_id"])?;
         check_result_code(&params)?;
         Ok(params)
-    }
-
-    /// Replies echo the ids they have: `mch_id` always, `appid` and the sub
-    /// ids on most endpoints (getsignkey has only `mch_id`). Each one present
-    /// must be this merchant's.
-    fn check_reply_identity(&self, params: &Params) -> Result<()> {
-        let c = &self.config;
-        let ids = [
-            ("appid", Some(c.appid.as_str())),
-            ("mch_id", Some(c.mch_id.as_str())),
-            ("sub_appid", c.sub_appid.as_deref()),
-            ("sub_mch_id", c.sub_mch_id.as_deref()),
-        ];
-        for (field, expected) in ids {
-            let found = non_empty(params, field);
-            let required = field == "mch_id";
-            match (expected, found) {
-                (Some(e), Some(f)) if e == f => {}
-                (Some(_), None) if !required => {}
-                (Some(e), f) => {
-                    return Err(Error::WrongMerchant(Error::mismatch(
-                        field,
-                        e,
-                        f.unwrap_or_default(),
-                    )));
-                }
-                (None, _) => {}
-            }
-        }
-        Ok(())
     }
 
     /// A downloadbill reply: the text table on success, or the unsigned

@@ -364,3 +364,31 @@ fn errors_and_debug_never_show_the_key() {
         matches!(ApiKey::new("has space".into()), Err(Error::InvalidField(f)) if f.field == "api_key")
     );
 }
+
+#[test]
+fn explanations_name_the_likely_cause() {
+    use wxpay_guest::explain::explain;
+    let notice = xml::parse(&signed_notification(PAID, SignType::Md5, KEY)).expect("p");
+    let causes = explain(&notice, SignType::Md5).likely_causes.concat();
+    assert!(!causes.contains("appId"), "{causes}");
+    assert!(!causes.contains("sign-type mismatch"), "{causes}");
+
+    let jsapi = params::from_pairs([
+        ("appid", "wx1"),
+        ("timestamp", "1601234567"),
+        ("nonceStr", "n"),
+        ("package", "prepay_id=wx1"),
+        ("signType", "MD5"),
+        ("sign", "c52d6b09e8a039d6e8696a014bb37160"),
+    ])
+    .expect("p");
+    let e = explain(&jsapi, SignType::HmacSha256);
+    assert_eq!(e.sign_looks_like, Some(SignType::Md5));
+    let causes = e.likely_causes.concat();
+    for expected in ["`timestamp` should be `timeStamp`", "`appid` should be `appId`", "lower-case hex", "sign-type mismatch", "declares sign_type=MD5"] {
+        assert!(causes.contains(expected), "missing {expected:?} in {causes}");
+    }
+    let encoded = params::from_pairs([("body", "%E8%85%BE"), ("attach", " x"), ("sign", "AB")]).expect("p");
+    let causes = explain(&encoded, SignType::Md5).likely_causes.concat();
+    assert!(causes.contains("URL-encoded") && causes.contains("surrounding whitespace") && causes.contains("2 characters long"), "{causes}");
+}
