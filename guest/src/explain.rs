@@ -126,11 +126,15 @@ fn value_causes(params: &Params, causes: &mut Vec<String>) {
             ));
         }
     }
-    let jsapi = params.get("package").is_some_and(|p| p.starts_with("prepay_id="));
+    let jsapi = params
+        .get("package")
+        .is_some_and(|p| p.starts_with("prepay_id="));
     for camel in ["appId", "timeStamp", "nonceStr", "signType"] {
         let lower = camel.to_ascii_lowercase();
         if jsapi && params.contains_key(lower.as_str()) {
-            causes.push(format!("`{lower}` should be `{camel}` in JSAPI parameters (case-sensitive)"));
+            causes.push(format!(
+                "`{lower}` should be `{camel}` in JSAPI parameters (case-sensitive)"
+            ));
         }
     }
 }

@@ -385,10 +385,25 @@ fn explanations_name_the_likely_cause() {
     let e = explain(&jsapi, SignType::HmacSha256);
     assert_eq!(e.sign_looks_like, Some(SignType::Md5));
     let causes = e.likely_causes.concat();
-    for expected in ["`timestamp` should be `timeStamp`", "`appid` should be `appId`", "lower-case hex", "sign-type mismatch", "declares sign_type=MD5"] {
-        assert!(causes.contains(expected), "missing {expected:?} in {causes}");
+    for expected in [
+        "`timestamp` should be `timeStamp`",
+        "`appid` should be `appId`",
+        "lower-case hex",
+        "sign-type mismatch",
+        "declares sign_type=MD5",
+    ] {
+        assert!(
+            causes.contains(expected),
+            "missing {expected:?} in {causes}"
+        );
     }
-    let encoded = params::from_pairs([("body", "%E8%85%BE"), ("attach", " x"), ("sign", "AB")]).expect("p");
+    let encoded =
+        params::from_pairs([("body", "%E8%85%BE"), ("attach", " x"), ("sign", "AB")]).expect("p");
     let causes = explain(&encoded, SignType::Md5).likely_causes.concat();
-    assert!(causes.contains("URL-encoded") && causes.contains("surrounding whitespace") && causes.contains("2 characters long"), "{causes}");
+    assert!(
+        causes.contains("URL-encoded")
+            && causes.contains("surrounding whitespace")
+            && causes.contains("2 characters long"),
+        "{causes}"
+    );
 }

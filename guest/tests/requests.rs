@@ -777,3 +777,55 @@ fn fees_round_half_up_with_checked_arithmetic() {
         "fee_rate_bps"
     );
 }
+
+#[test]
+fn arbitrary_endpoints_are_signed_with_the_common_fields() {
+    let m = merchant(SignType::HmacSha256);
+    let report = params::from_pairs([
+        (
+            "interface_url",
+            "https://api.mch.weixin.qq.com/pay/unifiedorder",
+        ),
+        ("execute_time_", "1000"),
+    ])
+    .expect("p");
+    let request = m
+        .sign_params(report.clone(), "/payitil/report", "nonce")
+        .expect("signed");
+    assert_eq!(request.path, "/payitil/report");
+    assert!(!request.needs_client_cert);
+    let sent = xml::parse(request.body.as_bytes()).expect("parses");
+    for field in ["appid", "mch_id", "nonce_str", "sign_type", "interface_url"] {
+        assert!(sent.contains_key(field), "{field}");
+    }
+    assert_eq!(
+        sign::verify(
+            &sent,
+            SignType::HmacSha256,
+            &ApiKey::new(KEY.into()).expect("k")
+        ),
+        Ok(())
+    );
+    let mut with_sign = report.clone();
+    with_sign.insert("sign".into(), "X".into());
+    assert_eq!(
+        field_error(m.sign_params(with_sign, "/payitil/report", "n")).field,
+        "sign"
+    );
+    assert_eq!(
+        field_error(m.sign_params(report.clone(), "payitil/report", "n")).field,
+        "path"
+    );
+    let mut with_appid = report.clone();
+    with_appid.insert("appid".into(), "wx1".into());
+    assert_eq!(
+        m.sign_params(with_appid, "/payitil/report", "n"),
+        Err(Error::DuplicateField("appid".into()))
+    );
+    let sandbox = merchant_with(SignType::Md5, true, None);
+    let secapi = sandbox
+        .sign_params(report, "/secapi/pay/refund", "n")
+        .expect("signed");
+    assert_eq!(secapi.path, "/sandboxnew/secapi/pay/refund");
+    assert!(secapi.needs_client_cert);
+}

@@ -16,17 +16,20 @@ mod support;
 
 const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 
-fn merchant(signer: &mut SignerInstance) -> MerchantHandle {
-    let settings = MerchantSettings {
+fn settings() -> MerchantSettings {
+    MerchantSettings {
         appid: "wx2421b1c4370ec43b".into(),
         mch_id: "10000100".into(),
         sign_type: SignType::Md5,
         sub_appid: None,
         sub_mch_id: None,
         sandbox: false,
-    };
+    }
+}
+
+fn merchant(signer: &mut SignerInstance) -> MerchantHandle {
     signer
-        .merchant(&settings, &support::key(KEY))
+        .merchant(&settings(), &support::key(KEY))
         .expect("merchant")
 }
 
@@ -72,16 +75,8 @@ fn notification(fields: &[(&str, &str)], key: &str, signer: &mut SignerInstance)
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let settings = MerchantSettings {
-        appid: "wx2421b1c4370ec43b".into(),
-        mch_id: "10000100".into(),
-        sign_type: SignType::Md5,
-        sub_appid: None,
-        sub_mch_id: None,
-        sandbox: false,
-    };
     let signing = signer
-        .merchant(&settings, &support::key(key))
+        .merchant(&settings(), &support::key(key))
         .expect("merchant");
     let sign = signer.sign(&signing, &pairs, None).expect("sign");
     signer.drop_merchant(signing).expect("drop");
@@ -229,15 +224,7 @@ fn key_material_never_appears_in_errors_or_debug_output() {
         .expect("explanation");
     assert_eq!(explanation.redacted_string_to_sign, "a=1&key=***");
     let bad_key = support::key("has a space");
-    let settings = MerchantSettings {
-        appid: "wx1".into(),
-        mch_id: "1".into(),
-        sign_type: SignType::Md5,
-        sub_appid: None,
-        sub_mch_id: None,
-        sandbox: false,
-    };
-    let refused = s.merchant(&settings, &bad_key).expect_err("bad key");
+    let refused = s.merchant(&settings(), &bad_key).expect_err("bad key");
     assert!(!format!("{refused} {refused:?}").contains("has a space"));
     s.drop_merchant(m).expect("drop");
 }

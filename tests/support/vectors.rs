@@ -87,18 +87,31 @@ pub enum Outcome {
     Error(String),
 }
 
-/// Checks every expected field against a lookup of the actual values.
-pub fn check_fields(
-    id: &str,
-    expected: &serde_json::Map<String, serde_json::Value>,
-    actual: impl Fn(&str) -> Option<String>,
-) {
-    for (name, want) in expected {
-        let want = match want {
-            serde_json::Value::String(s) => s.clone(),
-            other => other.to_string(),
-        };
-        let got = actual(name).unwrap_or_else(|| panic!("{id}: no field {name}"));
-        assert_eq!(got, want, "{id}: field {name}");
+/// What a verifier returned for a notification vector: the decoded fields,
+/// plus derived values (`paid`, parsed amounts) that are looked up first.
+pub type Decoded<'a> = (Vec<(String, String)>, Vec<(&'a str, String)>);
+
+/// Checks a verifier's result against the vector's outcome: every expected
+/// field on success, or the error's WIT case name on failure.
+pub fn check_outcome(id: &str, result: Result<Decoded<'_>, &str>, outcome: &Outcome) {
+    match (result, outcome) {
+        (Ok((fields, derived)), Outcome::Ok(expected)) => {
+            for (name, want) in expected {
+                let want = match want {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let got = derived
+                    .iter()
+                    .map(|(k, v)| (*k, v))
+                    .chain(fields.iter().map(|(k, v)| (k.as_str(), v)))
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_else(|| panic!("{id}: no field {name}"));
+                assert_eq!(got, want, "{id}: field {name}");
+            }
+        }
+        (Err(case), Outcome::Error(want)) => assert_eq!(case, want, "{id}"),
+        (result, _) => panic!("{id}: expected {outcome:?}, got {result:?}"),
     }
 }
