@@ -85,6 +85,14 @@ impl Merchant {
     }
 }
 
+impl Merchant {
+    /// Encrypts a refund notification's `<root>` document as WeChat does,
+    /// giving `req_info`. For the simulator, which plays WeChat's side.
+    pub fn encrypt_refund_info(&self, plaintext: &[u8]) -> String {
+        encrypt_req_info(plaintext, self.key())
+    }
+}
+
 /// The AES key: lower-case hex of MD5(api key), as ASCII bytes.
 fn refund_aes_key(key: &ApiKey) -> Zeroizing<[u8; 32]> {
     let digest = Md5::digest(key.expose());

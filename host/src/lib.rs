@@ -16,5 +16,6 @@ pub mod cli;
 pub mod error;
 pub mod key;
 pub mod sandbox;
+pub mod simulator;
 
 pub use error::Error;

@@ -7,6 +7,7 @@
 
 mod inspect;
 mod messages;
+mod simulate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,8 @@ enum Command {
     Verify(messages::VerifyArgs),
     /// Explain why a message's signature may fail (the key is shown as ***).
     Explain(messages::ExplainArgs),
+    /// Run the offline WeChat Pay v2 simulator, or `simulate pay <out_trade_no>` as the payer.
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Options shared by commands that run the component.
@@ -116,6 +119,7 @@ pub fn run() -> ExitCode {
         Command::Sign(args) => messages::sign(args),
         Command::Verify(args) => messages::verify(args),
         Command::Explain(args) => messages::explain(args),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
