@@ -70,7 +70,7 @@ fn problem(status: StatusCode, message: impl Into<String>) -> Response {
 
 /// Resolves an order name to its key: the mch_id may be left out when only
 /// one merchant is configured.
-fn key_for(sim: &Simulator, name: &OrderName) -> Result<OrderKey, Response> {
+fn key_for(sim: &Simulator, name: &OrderName) -> Result<OrderKey, (StatusCode, String)> {
     let env = if name.sandbox {
         Env::Sandbox
     } else {
@@ -79,10 +79,7 @@ fn key_for(sim: &Simulator, name: &OrderName) -> Result<OrderKey, Response> {
     let mch_id = match &name.mch_id {
         Some(id) if sim.shared.merchants.contains_key(id) => id.clone(),
         Some(id) => {
-            return Err(problem(
-                StatusCode::NOT_FOUND,
-                format!("unknown mch_id {id}"),
-            ));
+            return Err((StatusCode::NOT_FOUND, format!("unknown mch_id {id}")));
         }
         None if sim.shared.merchants.len() == 1 => sim
             .shared
@@ -92,10 +89,8 @@ fn key_for(sim: &Simulator, name: &OrderName) -> Result<OrderKey, Response> {
             .cloned()
             .unwrap_or_default(),
         None => {
-            return Err(problem(
-                StatusCode::BAD_REQUEST,
-                "several merchants are configured: give mch_id",
-            ));
+            let message = "several merchants are configured: give mch_id";
+            return Err((StatusCode::BAD_REQUEST, message.into()));
         }
     };
     Ok((env, mch_id, name.out_trade_no.clone()))
@@ -104,7 +99,7 @@ fn key_for(sim: &Simulator, name: &OrderName) -> Result<OrderKey, Response> {
 async fn pay(State(sim): State<Simulator>, Json(request): Json<PayRequest>) -> Response {
     let key = match key_for(&sim, &request.order) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err((status, message)) => return problem(status, message),
     };
     let now = sim.shared.clock.now();
     let mut book = sim.shared.book.lock().await;
@@ -136,7 +131,7 @@ async fn set_scenario(
 ) -> Response {
     let key = match key_for(&sim, &request.order) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err((status, message)) => return problem(status, message),
     };
     let mut book = sim.shared.book.lock().await;
     match book.orders.get_mut(&key) {
@@ -161,7 +156,7 @@ async fn show_order(
     };
     let key = match key_for(&sim, &name) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err((status, message)) => return problem(status, message),
     };
     let book = sim.shared.book.lock().await;
     match book.orders.get(&key) {

@@ -42,7 +42,7 @@ fn required<'a>(r: &'a Request<'_>, name: &str) -> Step<&'a str> {
 fn amount(r: &Request<'_>, name: &str) -> Step<u64> {
     let value = required(r, name)?;
     match fields::parse_fee(name, value) {
-        Ok(v) if v >= 1 && v <= fields::MAX_FEE => Ok(v),
+        Ok(v) if (1..=fields::MAX_FEE).contains(&v) => Ok(v),
         _ => Err(business("PARAM_ERROR", format!("{name}参数格式错误"))),
     }
 }
@@ -197,7 +197,7 @@ async fn first_order_failure(sim: &Simulator, scenario: Scenario) -> Outcome {
         Scenario::HtmlErrorPage => {
             let mut page = html_page("502 Bad Gateway");
             *page.status_mut() = axum::http::StatusCode::BAD_GATEWAY;
-            Outcome::Raw(page)
+            Outcome::Raw(Box::new(page))
         }
         _ => business("SYSTEMERROR", "系统超时，请用相同参数重新调用"),
     }
@@ -457,10 +457,10 @@ async fn download_bill(r: &Request<'_>) -> Step<Outcome> {
         p.insert("return_code".into(), "FAIL".into());
         p.insert("return_msg".into(), msg.into());
         p.insert("error_code".into(), code.into());
-        Outcome::Raw(match wxpay_guest::xml::write(&p) {
+        Outcome::Raw(Box::new(match wxpay_guest::xml::write(&p) {
             Ok(body) => ([(axum::http::header::CONTENT_TYPE, "text/xml")], body).into_response(),
             Err(_) => fail(msg),
-        })
+        }))
     };
     let Some(date) = r
         .get("bill_date")
@@ -482,10 +482,10 @@ async fn download_bill(r: &Request<'_>) -> Step<Outcome> {
         .filter(|o| o.env == r.env && o.mch_id == r.mch_id)
         .collect();
     match bill::render(&orders, date, bill_type) {
-        Some(text) => Ok(Outcome::Raw(bill::response(
-            text,
-            r.get("tar_type").is_some(),
-        ))),
+        Some(text) => {
+            let gzip = r.get("tar_type").is_some();
+            Ok(Outcome::Raw(Box::new(bill::response(text, gzip))))
+        }
         None => Err(bill_fail("No Bill Exist", "20002")),
     }
 }

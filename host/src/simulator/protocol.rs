@@ -67,7 +67,7 @@ pub(super) enum Outcome {
     /// `result_code=FAIL` with this err_code and description.
     Business(&'static str, String),
     /// A reply outside the XML protocol (a bill, an HTML page, ...).
-    Raw(Response),
+    Raw(Box<Response>),
 }
 
 /// A verified request, handed to the endpoint.
@@ -109,9 +109,8 @@ pub(super) async fn handle(
     if std::str::from_utf8(&body).is_err() {
         return fail("编码格式错误，请使用UTF-8");
     }
-    let params = match xml::parse(&body) {
-        Ok(p) => p,
-        Err(_) => return fail("XML格式错误"),
+    let Ok(params) = xml::parse(&body) else {
+        return fail("XML格式错误");
     };
     let Some(mch_id) = params.get("mch_id").filter(|v| !v.is_empty()).cloned() else {
         return fail("mch_id参数缺失");
@@ -124,8 +123,8 @@ pub(super) async fn handle(
         Some("HMAC-SHA256") => SignType::HmacSha256,
         Some(_) => return fail("sign_type参数错误"),
     };
-    if let Err(reply) = check_signature(merchant, env, endpoint, &params, sign_type) {
-        return reply;
+    if let Err(message) = check_signature(merchant, env, endpoint, &params, sign_type) {
+        return fail(message);
     }
     if endpoint != Endpoint::GetSignKey && params.get("appid") != Some(&merchant.appid) {
         let request = Request {
@@ -162,7 +161,7 @@ fn check_signature(
     endpoint: Endpoint,
     params: &Params,
     sign_type: SignType,
-) -> Result<(), Response> {
+) -> Result<(), &'static str> {
     let valid = match (env, endpoint) {
         (_, Endpoint::GetSignKey) => merchant.production.verify(params, SignType::Md5).is_ok(),
         (Env::Sandbox, _) => {
@@ -172,10 +171,10 @@ fn check_signature(
     };
     match (valid, env, endpoint) {
         (true, _, _) => Ok(()),
-        (false, Env::Sandbox, ep) if ep != Endpoint::GetSignKey => Err(fail(
-            "沙箱验证签名失败，请确认沙箱签名key是否正确（通过getsignkey调用生成）",
-        )),
-        (false, _, _) => Err(fail("签名错误，请检查后再试")),
+        (false, Env::Sandbox, ep) if ep != Endpoint::GetSignKey => {
+            Err("沙箱验证签名失败，请确认沙箱签名key是否正确（通过getsignkey调用生成）")
+        }
+        (false, _, _) => Err("签名错误，请检查后再试"),
     }
 }
 
@@ -209,7 +208,7 @@ pub(super) fn html_page(title: &str) -> Response {
 /// A signed `return_code=SUCCESS` reply.
 fn signed_reply(request: &Request<'_>, outcome: Outcome) -> Response {
     let (mut fields, result) = match outcome {
-        Outcome::Raw(response) => return response,
+        Outcome::Raw(response) => return *response,
         Outcome::Fields(fields) => (fields, None),
         Outcome::Business(code, description) => (Params::new(), Some((code, description))),
     };
