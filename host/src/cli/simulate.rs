@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use crate::error::Error;
 use crate::simulator::Simulator;
 use crate::simulator::config::SimulatorConfig;
+use crate::simulator::tls;
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -24,6 +25,15 @@ pub(super) struct SimulateArgs {
     /// Simulated seconds per real second (overrides the file's settings.clock_scale).
     #[arg(long)]
     clock_scale: Option<f64>,
+    /// Serve HTTPS with this certificate chain (PEM); refund and reverse then need a client certificate.
+    #[arg(long, value_name = "PEM", requires_all = ["tls_key", "client_ca"])]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// The CA that signs merchants' client certificates (PEM).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -76,6 +86,14 @@ fn serve(args: &SimulateArgs) -> Result<(), Error> {
         config.settings.clock_scale = scale;
     }
     let simulator = Simulator::new(&config)?;
+    let tls = match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (Some(cert), Some(key), Some(client_ca)) => Some(tls::server_config(&tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: client_ca.clone(),
+        })?),
+        _ => None,
+    };
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
@@ -83,6 +101,12 @@ fn serve(args: &SimulateArgs) -> Result<(), Error> {
         let bound = listener
             .local_addr()
             .map_err(|e| Error::input("listener", e))?;
+        if let Some(tls) = tls {
+            println!(
+                "wxpay simulator listening on https://{bound} (client certificates for /secapi/)"
+            );
+            return tls::serve(simulator, listener, tls).await;
+        }
         println!(
             "wxpay simulator listening on http://{bound} ({} merchant(s), clock x{})",
             config.merchants.len(),

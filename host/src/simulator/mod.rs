@@ -22,6 +22,7 @@ mod notify;
 mod protocol;
 pub mod scenario;
 pub mod state;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

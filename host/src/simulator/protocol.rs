@@ -11,6 +11,7 @@
 //!    like every `return_code=SUCCESS` reply, with the request's algorithm
 //!    and a fresh nonce.
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri, header};
@@ -20,6 +21,7 @@ use rand::distr::Alphanumeric;
 use wxpay_guest::{Params, SignType, xml};
 
 use super::state::Env;
+use super::tls::ClientCertificate;
 use super::{KnownMerchant, Simulator, endpoints};
 
 /// The simulated endpoints.
@@ -93,6 +95,7 @@ impl Request<'_> {
 /// The axum handler for every WeChat path.
 pub(super) async fn handle(
     State(sim): State<Simulator>,
+    certificate: Option<Extension<ClientCertificate>>,
     method: Method,
     uri: Uri,
     body: Bytes,
@@ -102,6 +105,13 @@ pub(super) async fn handle(
     };
     if method != Method::POST {
         return fail("请使用post方法");
+    }
+    // Over HTTPS, refund and reverse need the merchant's client certificate.
+    let needs_certificate = matches!(endpoint, Endpoint::Refund | Endpoint::Reverse);
+    if needs_certificate
+        && certificate.is_some_and(|Extension(ClientCertificate(presented))| !presented)
+    {
+        return fail("请求需要双向证书");
     }
     if body.is_empty() {
         return fail("post数据为空");
