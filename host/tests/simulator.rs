@@ -37,29 +37,53 @@ struct Received {
     acked: bool,
 }
 
+/// How the receiver answers one notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reply {
+    /// The SUCCESS acknowledgement.
+    Ack,
+    /// A FAIL reply: "send it again".
+    Fail,
+    /// `SUCCESS` as plain text, which is not the acknowledgement.
+    PlainText,
+    /// The SUCCESS XML with HTTP 500, which is not the acknowledgement either.
+    ServerError,
+}
+
+const ACK_XML: &str = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
+const FAIL_XML: &str = "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[busy]]></return_msg></xml>";
+
 /// A merchant's notify endpoint: records every POST and answers from a
-/// plan (true = the SUCCESS ACK), acknowledging once the plan runs out.
+/// plan, acknowledging once the plan runs out.
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<Received>>>,
-    plan: Arc<Mutex<VecDeque<bool>>>,
+    plan: Arc<Mutex<VecDeque<Reply>>>,
 }
 
-async fn receive(State(r): State<Receiver>, body: Bytes) -> String {
-    let ack = r.plan.lock().expect("plan").pop_front().unwrap_or(true);
+async fn receive(State(r): State<Receiver>, body: Bytes) -> (axum::http::StatusCode, &'static str) {
+    let reply = r
+        .plan
+        .lock()
+        .expect("plan")
+        .pop_front()
+        .unwrap_or(Reply::Ack);
+    let acked = reply == Reply::Ack;
     r.got.lock().expect("log").push(Received {
         body: body.to_vec(),
-        acked: ack,
+        acked,
     });
-    if ack {
-        "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>".into()
-    } else {
-        "<xml><return_code><![CDATA[FAIL]]></return_code><return_msg><![CDATA[busy]]></return_msg></xml>".into()
+    let ok = axum::http::StatusCode::OK;
+    match reply {
+        Reply::Ack => (ok, ACK_XML),
+        Reply::Fail => (ok, FAIL_XML),
+        Reply::PlainText => (ok, "SUCCESS"),
+        Reply::ServerError => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, ACK_XML),
     }
 }
 
 impl Receiver {
-    async fn start(plan: &[bool]) -> (Self, SocketAddr) {
+    async fn start(plan: &[Reply]) -> (Self, SocketAddr) {
         let receiver = Self::default();
         receiver
             .plan
@@ -123,7 +147,7 @@ fn settings(sign_type: SignType, sandbox: bool) -> MerchantSettings {
 }
 
 impl Fixture {
-    async fn start(sign_type: SignType, clock_scale: f64, plan: &[bool]) -> Self {
+    async fn start(sign_type: SignType, clock_scale: f64, plan: &[Reply]) -> Self {
         let sim = Simulator::new(&config(clock_scale)).expect("simulator");
         let addr = sim
             .spawn("127.0.0.1:0".parse().expect("addr"))
@@ -764,7 +788,7 @@ async fn sandbox_needs_the_key_from_getsignkey() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notifications_retry_on_wechats_schedule_until_acknowledged() {
     // x20000: the 24 h 4 min schedule takes about 4.3 s.
-    let mut f = Fixture::start(SignType::Md5, 20_000.0, &[false; 20]).await;
+    let mut f = Fixture::start(SignType::Md5, 20_000.0, &[Reply::Fail; 20]).await;
     f.place("RETRY00001", 1).await;
     f.pay("RETRY00001").await;
     let got = f.receiver.wait_for(17, Duration::from_secs(15)).await;
@@ -793,16 +817,18 @@ async fn notifications_retry_on_wechats_schedule_until_acknowledged() {
         "the schedule spans 24 h 4 min, got {span} s"
     );
 
-    let mut f = Fixture::start(SignType::Md5, 20_000.0, &[false, false]).await;
+    // Only HTTP 200 with return_code SUCCESS counts; anything else is sent again.
+    let plan = [Reply::Fail, Reply::PlainText, Reply::ServerError];
+    let mut f = Fixture::start(SignType::Md5, 20_000.0, &plan).await;
     f.place("RETRY00002", 1).await;
     f.pay("RETRY00002").await;
-    let got = f.receiver.wait_for(4, Duration::from_secs(3)).await;
+    let got = f.receiver.wait_for(5, Duration::from_secs(3)).await;
     assert_eq!(
         got.iter().map(|r| r.acked).collect::<Vec<_>>(),
-        [false, false, true],
+        [false, false, false, true],
         "stops at the first ACK"
     );
-    assert_eq!(attempt_times(&f, "RETRY00002").await.len(), 3);
+    assert_eq!(attempt_times(&f, "RETRY00002").await.len(), 4);
 }
 
 /// The simulated times of an order's notification attempts, from the admin API.
@@ -936,4 +962,78 @@ async fn first_order_failures_succeed_on_retry() {
         .unified_order(&f.merchant, &f.order("PRESET0001", 1, "NATIVE"), "n")
         .expect("s");
     assert_eq!(wechat_code(f.call(&request).await), "SYSTEMERROR");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_err_codes_and_expiry() {
+    let mut f = Fixture::start(SignType::Md5, 600.0, &[]).await;
+    let micropay = |no: &str, fee: u64| MicropayRequest {
+        body: "Coffee".into(),
+        out_trade_no: no.into(),
+        total_fee: fee,
+        spbill_create_ip: "127.0.0.1".into(),
+        auth_code: "134567890123456789".into(),
+        device_info: None,
+        attach: None,
+        fee_type: None,
+        goods_tag: None,
+        limit_pay: None,
+        time_start: None,
+        time_expire: None,
+    };
+    let request = f
+        .signer
+        .micropay(&f.merchant, &micropay("MORE000001", 4), "n")
+        .expect("s");
+    assert_eq!(wechat_code(f.call(&request).await), "NOTENOUGH");
+    assert_eq!(
+        field(&f.query("MORE000001").await, "trade_state"),
+        "PAYERROR"
+    );
+    let request = f
+        .signer
+        .micropay(&f.merchant, &micropay("MORE000001", 5), "n")
+        .expect("s");
+    assert_eq!(wechat_code(f.call(&request).await), "OUT_TRADE_NO_USED");
+
+    // 113: the first refund is rate limited and not accepted; the retry is.
+    f.place("MORE000113", 113).await;
+    f.pay("MORE000113").await;
+    let request = f
+        .signer
+        .refund(
+            &f.merchant,
+            &refund_request("MORE000113", "RF113", 113, 13),
+            "n",
+        )
+        .expect("s");
+    match f.call(&request).await {
+        Err(Error::Guest(types::Error::Wechat(w))) => {
+            assert!(w.code == "FREQUENCY_LIMITED" && w.retryable)
+        }
+        other => panic!("expected FREQUENCY_LIMITED, got {other:?}"),
+    }
+    f.call(&request).await.expect("the retry is accepted");
+
+    // time_expire shortens the 2-hour life of the code: 6 simulated minutes is 0.6 s at x600.
+    let soon =
+        chrono::Utc::now() + chrono::Duration::hours(8) + chrono::Duration::seconds(360 + 60);
+    let mut order = f.order("MORE000002", 1, "NATIVE");
+    order.time_expire = Some(soon.format("%Y%m%d%H%M%S").to_string());
+    let request = f.signer.unified_order(&f.merchant, &order, "n").expect("s");
+    f.call(&request).await.expect("placed");
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let late = f
+        .http
+        .post(format!("{}/admin/pay", f.base))
+        .header("Content-Type", "application/json")
+        .body(r#"{"out_trade_no":"MORE000002"}"#)
+        .send()
+        .await
+        .expect("admin");
+    assert_eq!(
+        late.status(),
+        409,
+        "the code expired before the payer scanned it"
+    );
 }

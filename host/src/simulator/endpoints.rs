@@ -150,7 +150,7 @@ async fn unified_order(r: &Request<'_>) -> Step<Outcome> {
         notify_url: r.get("notify_url").map(str::to_owned),
         hmac: r.sign_type == wxpay_guest::SignType::HmacSha256,
         prepay_id: Some(prepay_id(now)),
-        prepay_expires_at: now + chrono::Duration::hours(2),
+        prepay_expires_at: prepay_expiry(r, now),
         code_url: (trade_type == "NATIVE")
             .then(|| format!("weixin://wxpay/bizpayurl?pr={}", random_lower(7))),
         created_at: now,
@@ -158,12 +158,27 @@ async fn unified_order(r: &Request<'_>) -> Step<Outcome> {
         payment: None,
         refunds: Vec::new(),
         scenario,
+        refund_throttled: false,
         fingerprint,
         notifications: Vec::new(),
     };
     let fields = prepay_fields(&order);
     book.orders.insert(key, order);
     Ok(Outcome::Fields(fields))
+}
+
+/// prepay_id and code_url live 2 hours, or until `time_expire` if sooner.
+fn prepay_expiry(r: &Request<'_>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let two_hours = now + chrono::Duration::hours(2);
+    let requested = r
+        .get("time_expire")
+        .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%d%H%M%S").ok())
+        .and_then(|t| {
+            t.and_local_timezone(clock::beijing(now).timezone())
+                .single()
+        })
+        .map(|t| t.with_timezone(&Utc));
+    requested.map_or(two_hours, |t| t.min(two_hours))
 }
 
 fn prepay_id(now: DateTime<Utc>) -> String {
@@ -303,6 +318,10 @@ async fn refund(r: &Request<'_>) -> Step<Outcome> {
     };
     if order.state == TradeState::Revoked {
         return Err(business("ERROR", "订单已撤销"));
+    }
+    if order.scenario == Scenario::FrequencyLimitedRefund && !order.refund_throttled {
+        order.refund_throttled = true;
+        return Err(business("FREQUENCY_LIMITED", "频率限制，请稍后再试"));
     }
     if let Some(existing) = order
         .refunds
@@ -514,7 +533,7 @@ async fn micropay(r: &Request<'_>) -> Step<Outcome> {
         return Err(match order.state {
             TradeState::Success | TradeState::Refund => business("ORDERPAID", "订单已支付"),
             TradeState::Revoked => business("ORDERREVERSED", "订单已撤销"),
-            _ => business("INVALID_REQUEST", "201 商户订单号重复"),
+            _ => business("OUT_TRADE_NO_USED", "商户订单号重复"),
         });
     }
     let mut order = Order {
@@ -538,15 +557,20 @@ async fn micropay(r: &Request<'_>) -> Step<Outcome> {
         payment: None,
         refunds: Vec::new(),
         scenario: Scenario::Normal,
+        refund_throttled: false,
         fingerprint: fingerprint(&r.params),
         notifications: Vec::new(),
     };
-    // WeChat's sandbox picks micropay cases by amount: 1, 2 and 3 fen.
+    // Like WeChat's sandbox, micropay picks its case by amount (fen).
     let outcome = match total_fee {
         2 => {
             order.state = TradeState::UserPaying;
             notify::spawn_userpaying_completion(r.sim.clone(), key.clone());
             Err(business("USERPAYING", "需要用户输入支付密码"))
+        }
+        4 => {
+            order.state = TradeState::PayError;
+            Err(business("NOTENOUGH", "用户余额不足，请用户换卡支付"))
         }
         3 => {
             mark_paid(&mut order, now, None);

@@ -36,6 +36,8 @@ pub enum Scenario {
     Timeout,
     /// The first unifiedorder reply is an HTML error page (HTTP 502).
     HtmlErrorPage,
+    /// The first refund request is refused with FREQUENCY_LIMITED (not accepted).
+    FrequencyLimitedRefund,
 }
 
 /// The amounts (fen) that pick a scenario; any other amount is `Normal`.
@@ -52,6 +54,7 @@ pub const BY_AMOUNT: &[(u64, Scenario)] = &[
     (110, Scenario::SystemErrorThenSuccess),
     (111, Scenario::Timeout),
     (112, Scenario::HtmlErrorPage),
+    (113, Scenario::FrequencyLimitedRefund),
 ];
 
 impl Scenario {

@@ -144,6 +144,8 @@ pub struct Order {
     pub refunds: Vec<Refund>,
     /// What goes wrong on purpose.
     pub scenario: Scenario,
+    /// Whether a refund request was already refused for the scenario.
+    pub refund_throttled: bool,
     /// The request fields that must be identical on a re-entry.
     pub fingerprint: String,
     /// Every notification attempt for this order.
