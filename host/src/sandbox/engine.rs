@@ -7,10 +7,29 @@
 //! fuel, rather than epochs, because it is deterministic (the same input
 //! always stops at the same point, which makes limits testable) and because
 //! the component makes no host calls that could block.
+//!
+//! Instances come from a pooling allocator sized for this component (a
+//! few MiB of memory each, [`SandboxLimits::pool_instances`] at once), so
+//! instantiation reuses warm slots instead of mapping memory per request.
+//!
+//! Compiling the component takes tens of milliseconds; a gateway that
+//! restarts often should not pay that each time. [`Sandbox::cached`] keeps
+//! the compiled artifact on disk, named by a hash of the component bytes and
+//! of wasmtime's own compatibility hash (its version and this exact
+//! configuration), so a stale artifact is simply never looked up. Loading
+//! compiled code is trusting it, so a cache file is used only if it sits in
+//! a directory only we can write, is owned by us and not writable by
+//! others; anything else is ignored and rebuilt, never trusted blindly.
+
+use std::hash::{Hash as _, Hasher as _};
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, OptLevel, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig, Precompiled,
+    Store, StoreLimits, StoreLimitsBuilder,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{Signer, SignerPre};
@@ -28,6 +47,8 @@ pub struct SandboxLimits {
     pub max_memory_bytes: usize,
     /// Fuel granted before each call (about one unit per wasm instruction).
     pub fuel_per_call: u64,
+    /// Instances that may exist at once (the pooling allocator's size).
+    pub pool_instances: u32,
 }
 
 impl Default for SandboxLimits {
@@ -37,6 +58,7 @@ impl Default for SandboxLimits {
         Self {
             max_memory_bytes: 64 << 20,
             fuel_per_call: 2_000_000_000,
+            pool_instances: 64,
         }
     }
 }
@@ -76,8 +98,42 @@ impl Sandbox {
     /// Another build of the component (`--component FILE`). It is held to
     /// the same import policy as the embedded one.
     pub fn from_bytes(bytes: &[u8], limits: SandboxLimits) -> Result<Self, Error> {
-        let engine = Engine::new(&engine_config()).map_err(Error::component)?;
+        let engine = Engine::new(&engine_config(&limits)).map_err(Error::component)?;
         let component = Component::new(&engine, bytes).map_err(Error::component)?;
+        Self::assemble(engine, component, bytes, limits)
+    }
+
+    /// Like [`Sandbox::from_bytes`], with the compiled artifact cached in
+    /// `dir` (created with mode 0700 if missing). Says whether the cache was used.
+    pub fn cached(
+        bytes: &[u8],
+        limits: SandboxLimits,
+        dir: &Path,
+    ) -> Result<(Self, CacheOutcome), Error> {
+        let engine = Engine::new(&engine_config(&limits)).map_err(Error::component)?;
+        let path = dir.join(format!("wxpay-signer-{}.cwasm", cache_key(&engine, bytes)));
+        let (component, outcome) = match load_cached(&engine, dir, &path) {
+            Some(component) => (component, CacheOutcome::Hit),
+            None => {
+                let outcome = if path.exists() {
+                    CacheOutcome::Ignored
+                } else {
+                    CacheOutcome::Miss
+                };
+                let component = Component::new(&engine, bytes).map_err(Error::component)?;
+                store_cached(&component, dir, &path);
+                (component, outcome)
+            }
+        };
+        Ok((Self::assemble(engine, component, bytes, limits)?, outcome))
+    }
+
+    fn assemble(
+        engine: Engine,
+        component: Component,
+        bytes: &[u8],
+        limits: SandboxLimits,
+    ) -> Result<Self, Error> {
         imports::check(&engine, &component)?;
         let mut linker = Linker::new(&engine);
         imports::link_allowed(&mut linker).map_err(Error::component)?;
@@ -147,10 +203,125 @@ impl Sandbox {
     }
 }
 
-fn engine_config() -> Config {
+fn engine_config(limits: &SandboxLimits) -> Config {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(limits.pool_instances)
+        .total_core_instances(limits.pool_instances.saturating_mul(4))
+        .total_memories(limits.pool_instances.saturating_mul(2))
+        .total_tables(limits.pool_instances.saturating_mul(2))
+        .total_stacks(limits.pool_instances)
+        .max_memory_size(limits.max_memory_bytes);
     let mut config = Config::new();
     config.cranelift_opt_level(OptLevel::Speed);
     config.consume_fuel(true);
     config.wasm_component_model(true);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     config
+}
+
+/// What [`Sandbox::cached`] did with the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// The compiled artifact was loaded from the cache.
+    Hit,
+    /// There was none; the component was compiled and the artifact written.
+    Miss,
+    /// A file was there but could not be trusted or loaded; it was rebuilt.
+    Ignored,
+}
+
+/// SHA-256 over the component bytes and wasmtime's compatibility hash.
+fn cache_key(engine: &Engine, bytes: &[u8]) -> String {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let mut sha = Sha256::new();
+    sha.update(hasher.finish().to_le_bytes());
+    sha.update(bytes);
+    hex::encode(&sha.finalize()[..16])
+}
+
+/// Only files we own, in a directory only we can write, that nobody else
+/// can write either.
+#[cfg(unix)]
+fn trusted(dir: &Path, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let uid = rustix::process::geteuid().as_raw();
+    let private = |p: &Path, forbidden: u32| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            m.uid() == uid && m.mode() & forbidden == 0 && !m.file_type().is_symlink()
+        })
+    };
+    private(dir, 0o022) && private(path, 0o022)
+}
+
+#[cfg(not(unix))]
+fn trusted(_dir: &Path, _path: &Path) -> bool {
+    false
+}
+
+fn load_cached(engine: &Engine, dir: &Path, path: &Path) -> Option<Component> {
+    if !trusted(dir, path) {
+        return None;
+    }
+    let bytes = std::fs::read(path).ok()?;
+    if Engine::detect_precompiled(&bytes) != Some(Precompiled::Component) {
+        return None;
+    }
+    // SAFETY: the bytes come from a file only this user can have written,
+    // in a directory only this user can write, named by the hash of the
+    // component and of this engine's configuration; wasmtime itself rejects
+    // artifacts from another version or configuration with an error.
+    #[allow(unsafe_code)]
+    let component = unsafe { Component::deserialize(engine, &bytes) };
+    component.ok()
+}
+
+/// Writes the artifact atomically; a cache that cannot be written is not an error.
+fn store_cached(component: &Component, dir: &Path, path: &Path) {
+    let Ok(bytes) = component.serialize() else {
+        return;
+    };
+    if create_private_dir(dir).is_err() {
+        return;
+    }
+    let temp: PathBuf = path.with_extension(format!("tmp{}", std::process::id()));
+    if write_private(&temp, &bytes).is_ok() {
+        let _ = std::fs::rename(&temp, path);
+    }
+    let _ = std::fs::remove_file(&temp);
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
 }
