@@ -17,5 +17,6 @@ pub mod error;
 pub mod key;
 pub mod sandbox;
 pub mod simulator;
+pub mod store;
 
 pub use error::Error;

@@ -156,7 +156,7 @@ fn forged_and_mismatched_notifications_are_refused_through_the_component() {
 fn memory_and_fuel_limits_end_in_errors_and_the_host_survives() {
     let tight = SandboxLimits {
         max_memory_bytes: 4 << 20,
-        fuel_per_call: 2_000_000_000,
+        ..SandboxLimits::default()
     };
     let sandbox = Sandbox::from_bytes(wxpay::sandbox::EMBEDDED_COMPONENT, tight).expect("loads");
     let mut s = sandbox.instantiate().expect("instance");
@@ -178,8 +178,8 @@ fn memory_and_fuel_limits_end_in_errors_and_the_host_survives() {
     );
 
     let starved = SandboxLimits {
-        max_memory_bytes: 64 << 20,
         fuel_per_call: 50_000,
+        ..SandboxLimits::default()
     };
     let sandbox = Sandbox::from_bytes(wxpay::sandbox::EMBEDDED_COMPONENT, starved).expect("loads");
     let mut s = sandbox.instantiate().expect("instance");

@@ -434,6 +434,24 @@ async fn business_rules_answer_with_wechat_err_codes() {
     assert_eq!(wechat_code(f.call(&request).await), "PARAM_ERROR");
 }
 
+/// A micropay with a valid payment code.
+fn micropay(out_trade_no: &str, total_fee: u64) -> MicropayRequest {
+    MicropayRequest {
+        body: "Coffee".into(),
+        out_trade_no: out_trade_no.into(),
+        total_fee,
+        spbill_create_ip: "127.0.0.1".into(),
+        auth_code: "134567890123456789".into(),
+        device_info: None,
+        attach: None,
+        fee_type: None,
+        goods_tag: None,
+        limit_pay: None,
+        time_start: None,
+        time_expire: None,
+    }
+}
+
 fn refund_request(
     out_trade_no: &str,
     out_refund_no: &str,
@@ -613,29 +631,15 @@ async fn refunds_settle_and_notify_encrypted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn micropay_reverse_close_and_bill() {
     let mut f = Fixture::start(SignType::Md5, 600.0, &[]).await;
-    let pay = |no: &str, fee: u64| MicropayRequest {
-        body: "Coffee".into(),
-        out_trade_no: no.into(),
-        total_fee: fee,
-        spbill_create_ip: "127.0.0.1".into(),
-        auth_code: "134567890123456789".into(),
-        device_info: None,
-        attach: None,
-        fee_type: None,
-        goods_tag: None,
-        limit_pay: None,
-        time_start: None,
-        time_expire: None,
-    };
     let request = f
         .signer
-        .micropay(&f.merchant, &pay("MICRO00001", 1), "n")
+        .micropay(&f.merchant, &micropay("MICRO00001", 1), "n")
         .expect("s");
     let paid = f.call(&request).await.expect("paid at once");
     assert_eq!(field(&paid, "trade_type"), "MICROPAY");
     let request = f
         .signer
-        .micropay(&f.merchant, &pay("MICRO00002", 2), "n")
+        .micropay(&f.merchant, &micropay("MICRO00002", 2), "n")
         .expect("s");
     assert_eq!(wechat_code(f.call(&request).await), "USERPAYING");
     assert_eq!(
@@ -650,7 +654,7 @@ async fn micropay_reverse_close_and_bill() {
     );
     let request = f
         .signer
-        .micropay(&f.merchant, &pay("MICRO00003", 3), "n")
+        .micropay(&f.merchant, &micropay("MICRO00003", 3), "n")
         .expect("s");
     assert_eq!(wechat_code(f.call(&request).await), "SYSTEMERROR");
     assert_eq!(
@@ -967,20 +971,6 @@ async fn first_order_failures_succeed_on_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_err_codes_and_expiry() {
     let mut f = Fixture::start(SignType::Md5, 600.0, &[]).await;
-    let micropay = |no: &str, fee: u64| MicropayRequest {
-        body: "Coffee".into(),
-        out_trade_no: no.into(),
-        total_fee: fee,
-        spbill_create_ip: "127.0.0.1".into(),
-        auth_code: "134567890123456789".into(),
-        device_info: None,
-        attach: None,
-        fee_type: None,
-        goods_tag: None,
-        limit_pay: None,
-        time_start: None,
-        time_expire: None,
-    };
     let request = f
         .signer
         .micropay(&f.merchant, &micropay("MORE000001", 4), "n")

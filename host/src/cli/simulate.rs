@@ -95,12 +95,7 @@ fn serve(args: &SimulateArgs) -> Result<(), Error> {
         _ => None,
     };
     runtime()?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| Error::input(args.listen.to_string(), e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::input("listener", e))?;
+        let (listener, bound) = crate::simulator::bind(args.listen).await?;
         if let Some(tls) = tls {
             println!(
                 "wxpay simulator listening on https://{bound} (client certificates for /secapi/)"

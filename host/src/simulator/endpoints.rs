@@ -397,35 +397,17 @@ fn refund_fields(order: &Order, refund: &Refund) -> Params {
 async fn refund_query(r: &Request<'_>) -> Step<Outcome> {
     let mut book = r.sim.shared.book.lock().await;
     let not_found = || business("REFUNDNOTEXIST", "not exist");
+    let by_refund = |matches: &dyn Fn(&Refund) -> bool| {
+        book.orders.values().find_map(|o| {
+            let mine = o.env == r.env && o.mch_id == r.mch_id;
+            let refund = o.refunds.iter().find(|x| matches(x)).filter(|_| mine)?;
+            Some((o, Some(refund.out_refund_no.clone())))
+        })
+    };
     let (order, only): (&Order, Option<String>) = if let Some(id) = r.get("refund_id") {
-        let order = book
-            .orders
-            .values()
-            .find(|o| {
-                o.env == r.env
-                    && o.mch_id == r.mch_id
-                    && o.refunds.iter().any(|x| x.refund_id == id)
-            })
-            .ok_or_else(not_found)?;
-        (
-            order,
-            order
-                .refunds
-                .iter()
-                .find(|x| x.refund_id == id)
-                .map(|x| x.out_refund_no.clone()),
-        )
+        by_refund(&|x| x.refund_id == id).ok_or_else(not_found)?
     } else if let Some(no) = r.get("out_refund_no") {
-        let order = book
-            .orders
-            .values()
-            .find(|o| {
-                o.env == r.env
-                    && o.mch_id == r.mch_id
-                    && o.refunds.iter().any(|x| x.out_refund_no == no)
-            })
-            .ok_or_else(not_found)?;
-        (order, Some(no.to_owned()))
+        by_refund(&|x| x.out_refund_no == no).ok_or_else(not_found)?
     } else if r.get("transaction_id").is_some() || r.get("out_trade_no").is_some() {
         let order = find_order(&mut book, r).map_err(|_| not_found())?;
         (&*order, None)

@@ -148,17 +148,8 @@ impl Simulator {
 
     /// Binds `addr` and serves in the background; returns the bound address.
     pub async fn spawn(self, addr: SocketAddr) -> Result<SocketAddr, Error> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::input(addr.to_string(), e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::input(addr.to_string(), e))?;
-        tokio::spawn(async move {
-            if let Err(e) = self.serve(listener).await {
-                eprintln!("simulator stopped: {e}");
-            }
-        });
+        let (listener, bound) = bind(addr).await?;
+        detach(self.serve(listener));
         Ok(bound)
     }
 
@@ -169,4 +160,24 @@ impl Simulator {
             .clone()
             .unwrap_or_else(|| derived_sandbox_key(&config.api_key))
     }
+}
+
+/// Binds a listener and says where it is.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::input(addr.to_string(), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::input(addr.to_string(), e))?;
+    Ok((listener, bound))
+}
+
+/// Runs a server in the background, reporting why it stopped if it does.
+pub(crate) fn detach(server: impl Future<Output = Result<(), Error>> + Send + 'static) {
+    tokio::spawn(async move {
+        if let Err(e) = server.await {
+            eprintln!("simulator stopped: {e}");
+        }
+    });
 }

@@ -136,20 +136,8 @@ pub(super) async fn handle(
     if let Err(message) = check_signature(merchant, env, endpoint, &params, sign_type) {
         return fail(message);
     }
-    if endpoint != Endpoint::GetSignKey && params.get("appid") != Some(&merchant.appid) {
-        let request = Request {
-            sim: &sim,
-            env,
-            merchant,
-            mch_id,
-            params,
-            sign_type,
-        };
-        return signed_reply(
-            &request,
-            Outcome::Business("APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配".into()),
-        );
-    }
+    let appid_matches =
+        endpoint == Endpoint::GetSignKey || params.get("appid") == Some(&merchant.appid);
     let request = Request {
         sim: &sim,
         env,
@@ -158,7 +146,11 @@ pub(super) async fn handle(
         params,
         sign_type,
     };
-    let outcome = endpoints::dispatch(endpoint, &request).await;
+    let outcome = if appid_matches {
+        endpoints::dispatch(endpoint, &request).await
+    } else {
+        Outcome::Business("APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配".into())
+    };
     signed_reply(&request, outcome)
 }
 

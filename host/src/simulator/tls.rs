@@ -116,17 +116,8 @@ impl Simulator {
         files: &TlsFiles,
     ) -> Result<std::net::SocketAddr, Error> {
         let config = server_config(files)?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| Error::input(addr.to_string(), e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::input(addr.to_string(), e))?;
-        tokio::spawn(async move {
-            if let Err(e) = serve(self, listener, config).await {
-                eprintln!("simulator stopped: {e}");
-            }
-        });
+        let (listener, bound) = super::bind(addr).await?;
+        super::detach(serve(self, listener, config));
         Ok(bound)
     }
 }

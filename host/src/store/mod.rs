@@ -1,0 +1,168 @@
+//! The durable store: orders, refunds, raw notifications with their
+//! verdicts, and an append-only audit log.
+//!
+//! # Why it is shaped this way
+//!
+//! **Durable before acknowledged.** WeChat stops retrying a notification
+//! once the merchant ACKs it, and an agent acts on an order once the
+//! gateway answers. So nothing is acknowledged before it is on disk: every
+//! write returns only after its transaction has committed, and the SQLite
+//! backend runs in WAL mode with `synchronous = FULL`, where a commit has
+//! been fsynced when it returns. [`Store::apply_payment_notification`]
+//! records the raw notification *and* applies the payment in one
+//! transaction, so the callback handler can ACK exactly when it returns
+//! `Ok`: a crash before that loses nothing WeChat will not send again, and
+//! a crash after it loses nothing at all.
+//!
+//! **Compare-and-set transitions.** A payment can be learnt three ways at
+//! once — the notification, its duplicate, and an order query racing both.
+//! Each is a transition `from` a set of states `to` one state, applied as a
+//! single conditional update: exactly one caller gets
+//! [`Transition::Applied`]; the others get [`Transition::AlreadyThere`]
+//! (nothing to do, ACK again) or [`Transition::Refused`] (the order moved
+//! elsewhere, e.g. closed). No read-modify-write spans two calls, so no
+//! interleaving double-applies, and every applied change bumps the
+//! record's `version`.
+//!
+//! **Honest for Redis.** A Redis backend comes later and must implement the
+//! same trait. So every method is one atomic unit that a single Lua script
+//! (or `WATCH`/`MULTI`) can perform: an insert checks its unique keys and
+//! writes in one step; a transition compares the state and writes; the
+//! payment notification appends to a list and transitions; a refund insert
+//! sums the order's refunds and writes. No method hands out a transaction
+//! or a cursor, queries are bounded by `limit`, and callers pass every time
+//! in (milliseconds since the epoch), so no backend reads a clock and tests
+//! are deterministic. Listings are ordered by things Redis can index: a
+//! sequence number, or `updated_at_ms` within a state.
+//!
+//! **No secrets.** The store never sees the merchant key. Notification
+//! bodies are kept as received (they carry a signature, not the key);
+//! errors name operations, tables and fields, never stored values.
+
+mod error;
+mod rows;
+mod schema;
+pub mod sqlite;
+mod types;
+
+pub use self::error::StoreError;
+pub use self::sqlite::{SqliteSettings, SqliteStore};
+pub use self::types::{
+    AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
+    OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
+};
+
+/// The result of a store operation.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The highest schema version this build of the SQLite store knows.
+pub const SCHEMA_VERSION: i64 = schema::KNOWN_VERSION;
+
+/// Durable storage for the gateway. Every method is atomic, and every write
+/// is durable when it returns `Ok`; on `Err` nothing was written.
+///
+/// Methods are synchronous: callers on an async runtime use
+/// `spawn_blocking`.
+pub trait Store: Send + Sync {
+    /// Stores a new order, with `version` 1 (the given version is ignored).
+    ///
+    /// If an order with the same `out_trade_no` exists — or, when both
+    /// `agent_id` and `idempotency_key` are set, one with the same pair —
+    /// that order is returned as [`Inserted::Exists`] and nothing is
+    /// written. The caller decides whether it is the same request.
+    fn insert_order(&self, order: &Order) -> StoreResult<Inserted<Order>>;
+
+    /// The order, if stored.
+    fn order(&self, out_trade_no: &str) -> StoreResult<Option<Order>>;
+
+    /// Moves the order to `to` if it is in one of `from`, setting the
+    /// patch's fields that are `Some`, `updated_at_ms = at_ms` and bumping
+    /// `version` — one compare-and-set. An order already in `to` is left
+    /// untouched ([`Transition::AlreadyThere`]), even if `to` is in `from`.
+    fn transition_order(
+        &self,
+        out_trade_no: &str,
+        from: &[OrderState],
+        to: OrderState,
+        patch: OrderPatch,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Order>>;
+
+    /// Up to `limit` orders in one of `states` whose last change is before
+    /// `older_than_ms`, oldest change first: what reconciliation must ask
+    /// WeChat about.
+    fn orders_in_state(
+        &self,
+        states: &[OrderState],
+        older_than_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Order>>;
+
+    /// Stores a new refund, with `version` 1, unless its `out_refund_no` is
+    /// taken, its order is missing, or it would take the order's refunds
+    /// past `total_fee` (checked atomically with the insert).
+    fn insert_refund(&self, refund: &Refund) -> StoreResult<RefundInsert>;
+
+    /// The refund, if stored.
+    fn refund(&self, out_refund_no: &str) -> StoreResult<Option<Refund>>;
+
+    /// Like [`Store::transition_order`], for a refund.
+    fn transition_refund(
+        &self,
+        out_refund_no: &str,
+        from: &[RefundState],
+        to: RefundState,
+        patch: RefundPatch,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Refund>>;
+
+    /// The sum of the order's refunds that did or may still move money
+    /// (requested, processing, succeeded; not failed or closed), in fen.
+    fn refunded_total(&self, out_trade_no: &str) -> StoreResult<u64>;
+
+    /// Records a notification as received, with the verdict on it. Returns
+    /// its id. Recorded notifications are never changed.
+    fn record_notification(
+        &self,
+        kind: NotificationKind,
+        body: &[u8],
+        at_ms: i64,
+        out_trade_no: Option<&str>,
+        dedupe_key: Option<&str>,
+        verdict: &Verdict,
+    ) -> StoreResult<i64>;
+
+    /// Up to `limit` notifications, oldest first, skipping `offset`.
+    fn notifications(&self, limit: u32, offset: u32) -> StoreResult<Vec<NotificationRecord>>;
+
+    /// Appends an event to the audit log and returns its `seq`. `detail`
+    /// must be JSON. The log cannot be changed or shortened.
+    fn append_audit(&self, event: &AuditEventInput) -> StoreResult<i64>;
+
+    /// Up to `limit` audit events with `seq > after_seq`, in order.
+    fn audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
+    /// A verified payment notification, in one atomic step: moves the order
+    /// from Created or Pending to Paid (setting `transaction_id` and
+    /// `paid_at_ms`), and records the raw body with `dedupe_key =
+    /// transaction_id` and the verdict:
+    ///
+    /// - [`Transition::Applied`], `accepted`: this call paid the order.
+    /// - [`Transition::AlreadyThere`], `duplicate`: it was already paid
+    ///   with this transaction (also if refunds have since moved it on).
+    /// - [`Transition::Refused`], `rejected:…`: it is closed, failed or
+    ///   reversed, or was paid by another transaction.
+    /// - [`Transition::Missing`], `rejected:unknown order`.
+    ///
+    /// When this returns `Ok`, both writes are durable and the caller may
+    /// ACK (for the first two outcomes). The signature and amounts must be
+    /// verified before calling: the store does not read the body.
+    fn apply_payment_notification(
+        &self,
+        out_trade_no: &str,
+        transaction_id: &str,
+        paid_at_ms: i64,
+        body: &[u8],
+        at_ms: i64,
+    ) -> StoreResult<Transition<Order>>;
+}

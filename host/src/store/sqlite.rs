@@ -1,0 +1,623 @@
+//! The embedded default: one SQLite file in WAL mode with `synchronous =
+//! FULL`, so a commit has reached the disk when it returns.
+//!
+//! Every write is one transaction begun `IMMEDIATE` (it takes the write
+//! lock up front, so two connections — in this process or another — never
+//! deadlock upgrading a read lock), and every state change is a single
+//! `UPDATE … WHERE key = ? AND state IN (…)`: whichever caller commits first
+//! applies it, the others see it applied.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, Params, Row, Transaction, TransactionBehavior, params};
+
+use super::error::{SqlContext as _, StoreError};
+use super::rows::{
+    self, AUDIT_COLUMNS, NOTIFICATION_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, to_sql_int,
+};
+use super::schema;
+use super::types::{
+    AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
+    OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
+};
+use super::{Store, StoreResult};
+
+/// How long a write waits for another connection's lock before failing
+/// with `database is locked`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SQLite store. One connection, serialised by a mutex; SQLite itself
+/// serialises writers across connections and processes.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+/// The connection settings in force, for checks and diagnostics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqliteSettings {
+    /// `PRAGMA journal_mode`: `wal` for a file, `memory` in memory.
+    pub journal_mode: String,
+    /// `PRAGMA synchronous`: 2 is FULL.
+    pub synchronous: i64,
+    /// `PRAGMA foreign_keys`.
+    pub foreign_keys: bool,
+    /// `PRAGMA busy_timeout`, in milliseconds.
+    pub busy_timeout_ms: i64,
+    /// The schema version the database is at.
+    pub schema_version: i64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date. Fails if WAL or FULL synchronous cannot be set,
+    /// or if the schema is newer than this build.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let conn = Connection::open(path).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        Self::configure(conn, Some(path))
+    }
+
+    /// A private in-memory database, for tests. Not durable: its journal
+    /// is in memory, whatever is asked.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|e| StoreError::Open {
+            path: PathBuf::from(":memory:"),
+            detail: e.to_string(),
+        })?;
+        Self::configure(conn, None)
+    }
+
+    fn configure(mut conn: Connection, file: Option<&Path>) -> Result<Self, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
+        if file.is_some() {
+            let mode: String = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+                .ctx("set journal_mode")?;
+            require(
+                "journal_mode",
+                "wal",
+                &mode,
+                mode.eq_ignore_ascii_case("wal"),
+            )?;
+        }
+        conn.pragma_update(None, "synchronous", "FULL")
+            .ctx("set synchronous")?;
+        let synchronous: i64 = conn
+            .pragma_query_one(None, "synchronous")
+            .ctx("read synchronous")?;
+        require(
+            "synchronous",
+            "2 (FULL)",
+            &synchronous.to_string(),
+            synchronous == 2,
+        )?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .ctx("set foreign_keys")?;
+        let foreign_keys: i64 = conn
+            .pragma_query_one(None, "foreign_keys")
+            .ctx("read foreign_keys")?;
+        require(
+            "foreign_keys",
+            "1 (ON)",
+            &foreign_keys.to_string(),
+            foreign_keys == 1,
+        )?;
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The settings in force on this store's connection.
+    pub fn settings(&self) -> StoreResult<SqliteSettings> {
+        let conn = self.conn();
+        let one = |name: &'static str| -> StoreResult<i64> {
+            conn.pragma_query_one(None, name).ctx("read pragma")
+        };
+        Ok(SqliteSettings {
+            journal_mode: conn
+                .pragma_query_one(None, "journal_mode")
+                .ctx("read pragma")?,
+            synchronous: one("synchronous")?,
+            foreign_keys: one("foreign_keys")? == 1,
+            busy_timeout_ms: one("busy_timeout")?,
+            schema_version: conn
+                .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                    r.get(0)
+                })
+                .ctx("read schema version")?,
+        })
+    }
+
+    /// The connection. A thread that panicked while holding it left no
+    /// transaction open (dropping a `Transaction` rolls it back), so a
+    /// poisoned lock is safe to take over.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` in one `IMMEDIATE` transaction, committed if `f` succeeds.
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin transaction")?;
+        let value = f(&tx)?;
+        tx.commit().ctx("commit")?;
+        Ok(value)
+    }
+}
+
+/// Refuses to run unless a pragma took the value the store needs.
+fn require(pragma: &'static str, wanted: &'static str, found: &str, ok: bool) -> StoreResult<()> {
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::PragmaRefused {
+            pragma,
+            wanted,
+            found: found.to_owned(),
+        })
+    }
+}
+
+/// Every row `sql` returns, decoded.
+fn query_all<T>(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl Params,
+    decode: fn(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).ctx(op)?;
+    let mut rows = stmt.query(params).ctx(op)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().ctx(op)? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}
+
+/// The first row `sql` returns, decoded.
+fn query_one<T>(
+    conn: &Connection,
+    op: &'static str,
+    sql: &str,
+    params: impl Params,
+    decode: fn(&Row<'_>) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    let mut stmt = conn.prepare_cached(sql).ctx(op)?;
+    let mut rows = stmt.query(params).ctx(op)?;
+    rows.next().ctx(op)?.map(decode).transpose()
+}
+
+/// A JSON array of state names, for `state IN (SELECT value FROM json_each(?))`:
+/// one static statement whatever the number of states.
+fn state_set<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let quoted: Vec<String> = names.into_iter().map(|n| format!("\"{n}\"")).collect();
+    format!("[{}]", quoted.join(","))
+}
+
+fn select_order(conn: &Connection, out_trade_no: &str) -> StoreResult<Option<Order>> {
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE out_trade_no = ?1");
+    query_one(conn, "read order", &sql, [out_trade_no], rows::order)
+}
+
+fn select_order_by_idempotency(
+    conn: &Connection,
+    agent_id: &str,
+    key: &str,
+) -> StoreResult<Option<Order>> {
+    let sql =
+        format!("SELECT {ORDER_COLUMNS} FROM orders WHERE agent_id = ?1 AND idempotency_key = ?2");
+    query_one(conn, "read order", &sql, [agent_id, key], rows::order)
+}
+
+fn select_refund(conn: &Connection, out_refund_no: &str) -> StoreResult<Option<Refund>> {
+    let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE out_refund_no = ?1");
+    query_one(conn, "read refund", &sql, [out_refund_no], rows::refund)
+}
+
+/// The order already holding `order`'s keys, if any.
+fn existing_order(conn: &Connection, order: &Order) -> StoreResult<Option<Order>> {
+    if let Some(found) = select_order(conn, &order.out_trade_no)? {
+        return Ok(Some(found));
+    }
+    match (&order.agent_id, &order.idempotency_key) {
+        (Some(agent), Some(key)) => select_order_by_idempotency(conn, agent, key),
+        _ => Ok(None),
+    }
+}
+
+fn insert_order_row(conn: &Connection, o: &Order, total_fee: i64) -> StoreResult<()> {
+    let sql = format!(
+        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES \
+         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, 1)"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                o.out_trade_no,
+                o.mch_id,
+                o.appid,
+                o.product_id,
+                o.quantity,
+                total_fee,
+                o.fee_type,
+                o.sign_type.as_str(),
+                o.trade_type,
+                o.state.as_str(),
+                o.prepay_id,
+                o.code_url,
+                o.transaction_id,
+                o.idempotency_key,
+                o.agent_id,
+                o.created_at_ms,
+                o.updated_at_ms,
+                o.expires_at_ms,
+                o.paid_at_ms,
+            ])
+        })
+        .ctx("insert order")?;
+    Ok(())
+}
+
+/// The single compare-and-set on an order, inside the caller's transaction.
+fn cas_order(
+    conn: &Connection,
+    out_trade_no: &str,
+    from: &[OrderState],
+    to: OrderState,
+    patch: &OrderPatch,
+    at_ms: i64,
+) -> StoreResult<Transition<Order>> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE orders SET state = ?2, updated_at_ms = ?3, version = version + 1,
+                prepay_id = COALESCE(?4, prepay_id),
+                code_url = COALESCE(?5, code_url),
+                transaction_id = COALESCE(?6, transaction_id),
+                paid_at_ms = COALESCE(?7, paid_at_ms)
+             WHERE out_trade_no = ?1 AND state != ?2
+               AND state IN (SELECT value FROM json_each(?8))",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                out_trade_no,
+                to.as_str(),
+                at_ms,
+                patch.prepay_id,
+                patch.code_url,
+                patch.transaction_id,
+                patch.paid_at_ms,
+                state_set(from.iter().map(|s| s.as_str())),
+            ])
+        })
+        .ctx("transition order")?;
+    let current = select_order(conn, out_trade_no)?;
+    Ok(outcome(changed, current, |o| o.state == to))
+}
+
+/// The single compare-and-set on a refund, inside the caller's transaction.
+fn cas_refund(
+    conn: &Connection,
+    out_refund_no: &str,
+    from: &[RefundState],
+    to: RefundState,
+    patch: &RefundPatch,
+    at_ms: i64,
+) -> StoreResult<Transition<Refund>> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE refunds SET state = ?2, updated_at_ms = ?3, version = version + 1,
+                refund_id = COALESCE(?4, refund_id)
+             WHERE out_refund_no = ?1 AND state != ?2
+               AND state IN (SELECT value FROM json_each(?5))",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                out_refund_no,
+                to.as_str(),
+                at_ms,
+                patch.refund_id,
+                state_set(from.iter().map(|s| s.as_str())),
+            ])
+        })
+        .ctx("transition refund")?;
+    let current = select_refund(conn, out_refund_no)?;
+    Ok(outcome(changed, current, |r| r.state == to))
+}
+
+/// What a compare-and-set did, from the rows it changed and the record now.
+fn outcome<T>(
+    changed: usize,
+    current: Option<T>,
+    is_at_target: impl Fn(&T) -> bool,
+) -> Transition<T> {
+    match current {
+        None => Transition::Missing,
+        Some(record) if changed > 0 => Transition::Applied(record),
+        Some(record) if is_at_target(&record) => Transition::AlreadyThere(record),
+        Some(record) => Transition::Refused(record),
+    }
+}
+
+fn refunded_total_in(conn: &Connection, out_trade_no: &str) -> StoreResult<u64> {
+    let counting = RefundState::ALL
+        .into_iter()
+        .filter(|s| s.counts_against_order())
+        .map(RefundState::as_str);
+    let total: i64 = conn
+        .prepare_cached(
+            "SELECT COALESCE(SUM(refund_fee), 0) FROM refunds
+             WHERE out_trade_no = ?1 AND state IN (SELECT value FROM json_each(?2))",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(params![out_trade_no, state_set(counting)], |r| r.get(0))
+        })
+        .ctx("sum refunds")?;
+    rows::from_sql_int(total, "refunds total")
+}
+
+fn insert_notification_row(
+    conn: &Connection,
+    kind: NotificationKind,
+    body: &[u8],
+    at_ms: i64,
+    out_trade_no: Option<&str>,
+    dedupe_key: Option<&str>,
+    verdict: &Verdict,
+) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO notifications (kind, received_at_ms, body, verdict, out_trade_no, dedupe_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut stmt| {
+        stmt.insert(params![
+            kind.as_str(),
+            at_ms,
+            body,
+            verdict.to_stored(),
+            out_trade_no,
+            dedupe_key,
+        ])
+    })
+    .ctx("record notification")
+}
+
+/// The verdict on a payment notification after its compare-and-set, and
+/// the transition as the caller should see it: an order already paid with
+/// the same transaction is a duplicate even if refunds have moved it on.
+fn payment_verdict(cas: Transition<Order>, transaction_id: &str) -> (Transition<Order>, Verdict) {
+    match cas {
+        Transition::Applied(o) => (Transition::Applied(o), Verdict::Accepted),
+        Transition::Missing => (
+            Transition::Missing,
+            Verdict::Rejected("unknown order".to_owned()),
+        ),
+        Transition::AlreadyThere(o) | Transition::Refused(o) if o.state.is_paid() => {
+            let same = o
+                .transaction_id
+                .as_deref()
+                .is_none_or(|t| t == transaction_id);
+            if same {
+                (Transition::AlreadyThere(o), Verdict::Duplicate)
+            } else {
+                let reason = "transaction_id differs from the recorded payment".to_owned();
+                (Transition::Refused(o), Verdict::Rejected(reason))
+            }
+        }
+        Transition::AlreadyThere(o) | Transition::Refused(o) => {
+            let reason = format!("order is {}", o.state);
+            (Transition::Refused(o), Verdict::Rejected(reason))
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn insert_order(&self, order: &Order) -> StoreResult<Inserted<Order>> {
+        let total_fee = to_sql_int(order.total_fee, "total_fee")?;
+        self.write(|tx| {
+            if let Some(found) = existing_order(tx, order)? {
+                return Ok(Inserted::Exists(found));
+            }
+            insert_order_row(tx, order, total_fee)?;
+            Ok(Inserted::New)
+        })
+    }
+
+    fn order(&self, out_trade_no: &str) -> StoreResult<Option<Order>> {
+        select_order(&self.conn(), out_trade_no)
+    }
+
+    fn transition_order(
+        &self,
+        out_trade_no: &str,
+        from: &[OrderState],
+        to: OrderState,
+        patch: OrderPatch,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Order>> {
+        self.write(|tx| cas_order(tx, out_trade_no, from, to, &patch, at_ms))
+    }
+
+    fn orders_in_state(
+        &self,
+        states: &[OrderState],
+        older_than_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Order>> {
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM orders
+             WHERE state IN (SELECT value FROM json_each(?1)) AND updated_at_ms < ?2
+             ORDER BY updated_at_ms, out_trade_no LIMIT ?3"
+        );
+        let set = state_set(states.iter().map(|s| s.as_str()));
+        query_all(
+            &self.conn(),
+            "list orders",
+            &sql,
+            params![set, older_than_ms, limit],
+            rows::order,
+        )
+    }
+
+    fn insert_refund(&self, refund: &Refund) -> StoreResult<RefundInsert> {
+        let fee = to_sql_int(refund.refund_fee, "refund_fee")?;
+        self.write(|tx| {
+            if let Some(found) = select_refund(tx, &refund.out_refund_no)? {
+                return Ok(RefundInsert::Exists(found));
+            }
+            let Some(order) = select_order(tx, &refund.out_trade_no)? else {
+                return Ok(RefundInsert::OrderMissing);
+            };
+            if refund.state.counts_against_order() {
+                let refunded = refunded_total_in(tx, &refund.out_trade_no)?;
+                let after = refunded.checked_add(refund.refund_fee);
+                if after.is_none_or(|after| after > order.total_fee) {
+                    return Ok(RefundInsert::ExceedsOrder {
+                        total_fee: order.total_fee,
+                        refunded,
+                    });
+                }
+            }
+            let sql = format!(
+                "INSERT INTO refunds ({REFUND_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"
+            );
+            tx.prepare_cached(&sql)
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        refund.out_refund_no,
+                        refund.out_trade_no,
+                        fee,
+                        refund.state.as_str(),
+                        refund.refund_id,
+                        refund.created_at_ms,
+                        refund.updated_at_ms,
+                    ])
+                })
+                .ctx("insert refund")?;
+            Ok(RefundInsert::New)
+        })
+    }
+
+    fn refund(&self, out_refund_no: &str) -> StoreResult<Option<Refund>> {
+        select_refund(&self.conn(), out_refund_no)
+    }
+
+    fn transition_refund(
+        &self,
+        out_refund_no: &str,
+        from: &[RefundState],
+        to: RefundState,
+        patch: RefundPatch,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Refund>> {
+        self.write(|tx| cas_refund(tx, out_refund_no, from, to, &patch, at_ms))
+    }
+
+    fn refunded_total(&self, out_trade_no: &str) -> StoreResult<u64> {
+        refunded_total_in(&self.conn(), out_trade_no)
+    }
+
+    fn record_notification(
+        &self,
+        kind: NotificationKind,
+        body: &[u8],
+        at_ms: i64,
+        out_trade_no: Option<&str>,
+        dedupe_key: Option<&str>,
+        verdict: &Verdict,
+    ) -> StoreResult<i64> {
+        self.write(|tx| {
+            insert_notification_row(tx, kind, body, at_ms, out_trade_no, dedupe_key, verdict)
+        })
+    }
+
+    fn notifications(&self, limit: u32, offset: u32) -> StoreResult<Vec<NotificationRecord>> {
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY id LIMIT ?1 OFFSET ?2"
+        );
+        query_all(
+            &self.conn(),
+            "list notifications",
+            &sql,
+            params![limit, offset],
+            rows::notification,
+        )
+    }
+
+    fn append_audit(&self, event: &AuditEventInput) -> StoreResult<i64> {
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&event.detail) {
+            return Err(StoreError::InvalidInput {
+                field: "detail",
+                reason: format!("not JSON: {e}"),
+            });
+        }
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO audit_log (at_ms, actor, action, subject, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut stmt| {
+                stmt.insert(params![
+                    event.at_ms,
+                    event.actor,
+                    event.action,
+                    event.subject,
+                    event.outcome,
+                    event.detail,
+                ])
+            })
+            .ctx("append audit event")
+        })
+    }
+
+    fn audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let sql =
+            format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+        query_all(
+            &self.conn(),
+            "read audit log",
+            &sql,
+            params![after_seq, limit],
+            rows::audit_event,
+        )
+    }
+
+    fn apply_payment_notification(
+        &self,
+        out_trade_no: &str,
+        transaction_id: &str,
+        paid_at_ms: i64,
+        body: &[u8],
+        at_ms: i64,
+    ) -> StoreResult<Transition<Order>> {
+        let patch = OrderPatch {
+            transaction_id: Some(transaction_id.to_owned()),
+            paid_at_ms: Some(paid_at_ms),
+            ..OrderPatch::default()
+        };
+        let from = [OrderState::Created, OrderState::Pending];
+        self.write(|tx| {
+            let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, at_ms)?;
+            let (transition, verdict) = payment_verdict(cas, transaction_id);
+            insert_notification_row(
+                tx,
+                NotificationKind::Payment,
+                body,
+                at_ms,
+                Some(out_trade_no),
+                Some(transaction_id),
+                &verdict,
+            )?;
+            Ok(transition)
+        })
+    }
+}

@@ -1,0 +1,697 @@
+//! The durable store against real SQLite files: migrations, idempotent
+//! inserts, compare-and-set transitions (also under concurrency, through
+//! one store and through several connections), durability across reopen,
+//! the append-only audit log, refunds and reconciliation queries.
+
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
+use std::path::Path;
+use std::sync::{Arc, Barrier};
+
+use wxpay::store::{
+    AuditEventInput, Inserted, NotificationKind, Order, OrderPatch, OrderState, Refund,
+    RefundInsert, RefundPatch, RefundState, SCHEMA_VERSION, SqliteStore, Store, StoreError,
+    Transition, Verdict,
+};
+use wxpay_guest::SignType;
+
+const T0: i64 = 1_700_000_000_000;
+const BODY: &[u8] = b"<xml><return_code><![CDATA[SUCCESS]]></return_code></xml>";
+
+fn order(out_trade_no: &str, state: OrderState, updated_at_ms: i64) -> Order {
+    Order {
+        out_trade_no: out_trade_no.to_owned(),
+        mch_id: "10000100".to_owned(),
+        appid: "wxd930ea5d5a258f4f".to_owned(),
+        product_id: Some("coffee".to_owned()),
+        quantity: 1,
+        total_fee: 100,
+        fee_type: "CNY".to_owned(),
+        sign_type: SignType::HmacSha256,
+        trade_type: "NATIVE".to_owned(),
+        state,
+        prepay_id: None,
+        code_url: None,
+        transaction_id: None,
+        idempotency_key: None,
+        agent_id: None,
+        created_at_ms: updated_at_ms,
+        updated_at_ms,
+        expires_at_ms: updated_at_ms + 7_200_000,
+        paid_at_ms: None,
+        version: 0,
+    }
+}
+
+fn refund(out_refund_no: &str, out_trade_no: &str, fee: u64) -> Refund {
+    Refund {
+        out_refund_no: out_refund_no.to_owned(),
+        out_trade_no: out_trade_no.to_owned(),
+        refund_fee: fee,
+        state: RefundState::Requested,
+        refund_id: None,
+        created_at_ms: T0,
+        updated_at_ms: T0,
+        version: 0,
+    }
+}
+
+fn audit_input(action: &str) -> AuditEventInput {
+    AuditEventInput {
+        at_ms: T0,
+        actor: "agent-1".to_owned(),
+        action: action.to_owned(),
+        subject: "order-1".to_owned(),
+        outcome: "ok".to_owned(),
+        detail: r#"{"total_fee":100}"#.to_owned(),
+    }
+}
+
+fn memory() -> SqliteStore {
+    SqliteStore::open_in_memory().expect("in-memory store")
+}
+
+fn insert_new(store: &impl Store, o: &Order) {
+    match store.insert_order(o).expect("insert order") {
+        Inserted::New => {}
+        Inserted::Exists(found) => panic!("{} already stored: {found:?}", o.out_trade_no),
+    }
+}
+
+fn stored(store: &impl Store, out_trade_no: &str) -> Order {
+    store
+        .order(out_trade_no)
+        .expect("read order")
+        .unwrap_or_else(|| panic!("{out_trade_no} is not stored"))
+}
+
+fn raw(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("raw connection")
+}
+
+// --- opening and migrations ------------------------------------------------
+
+#[test]
+fn migrations_apply_once_and_reopen_is_idempotent() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    {
+        let store = SqliteStore::open(&path).expect("create");
+        insert_new(&store, &order("o-1", OrderState::Created, T0));
+    }
+    for _ in 0..2 {
+        let store = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(
+            store.settings().expect("settings").schema_version,
+            SCHEMA_VERSION
+        );
+        assert_eq!(stored(&store, "o-1").state, OrderState::Created);
+    }
+    let rows: i64 = raw(&path)
+        .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+        .expect("count migrations");
+    assert_eq!(rows, SCHEMA_VERSION, "each migration is recorded once");
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    drop(SqliteStore::open(&path).expect("create"));
+    raw(&path)
+        .execute(
+            "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, 0)",
+            [SCHEMA_VERSION + 1],
+        )
+        .expect("pretend a newer build migrated");
+    match SqliteStore::open(&path) {
+        Err(StoreError::SchemaTooNew { found, known }) => {
+            assert_eq!((found, known), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected SchemaTooNew, got {other:?}"),
+    }
+}
+
+#[test]
+fn wal_and_synchronous_full_are_in_force() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let settings = store.settings().expect("settings");
+    assert_eq!(settings.journal_mode, "wal");
+    assert_eq!(settings.synchronous, 2, "2 is FULL");
+    assert!(settings.foreign_keys);
+    assert!(settings.busy_timeout_ms >= 1000, "{settings:?}");
+    // WAL is a property of the file: another connection sees it too.
+    let mode: String = raw(&path)
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .expect("journal_mode");
+    assert_eq!(mode, "wal");
+}
+
+// --- inserts -----------------------------------------------------------------
+
+#[test]
+fn insert_is_idempotent_on_out_trade_no() {
+    let store = memory();
+    let first = order("o-1", OrderState::Created, T0);
+    insert_new(&store, &first);
+    let mut again = order("o-1", OrderState::Pending, T0 + 5);
+    again.total_fee = 999;
+    match store.insert_order(&again).expect("insert again") {
+        Inserted::Exists(found) => {
+            assert_eq!(
+                found.total_fee, 100,
+                "the stored order is returned unchanged"
+            );
+            assert_eq!(found.state, OrderState::Created);
+            assert_eq!(found.version, 1, "inserted at version 1 whatever was given");
+        }
+        Inserted::New => panic!("a second order under o-1 was stored"),
+    }
+}
+
+#[test]
+fn insert_is_idempotent_on_agent_and_key() {
+    let store = memory();
+    let keyed = |no: &str, agent: &str| Order {
+        agent_id: Some(agent.to_owned()),
+        idempotency_key: Some("key-1".to_owned()),
+        ..order(no, OrderState::Created, T0)
+    };
+    insert_new(&store, &keyed("o-1", "agent-a"));
+    match store
+        .insert_order(&keyed("o-2", "agent-a"))
+        .expect("insert")
+    {
+        Inserted::Exists(found) => assert_eq!(found.out_trade_no, "o-1"),
+        Inserted::New => panic!("the same agent and key made a second order"),
+    }
+    assert!(store.order("o-2").expect("read").is_none());
+    // The key is per agent, and an order without an agent never collides.
+    insert_new(&store, &keyed("o-3", "agent-b"));
+    let unowned = |no: &str| Order {
+        idempotency_key: Some("key-1".to_owned()),
+        ..order(no, OrderState::Created, T0)
+    };
+    insert_new(&store, &unowned("o-4"));
+    insert_new(&store, &unowned("o-5"));
+}
+
+#[test]
+fn amounts_beyond_i64_are_a_typed_error() {
+    let store = memory();
+    let mut huge = order("o-1", OrderState::Created, T0);
+    huge.total_fee = u64::MAX;
+    match store.insert_order(&huge) {
+        Err(StoreError::AmountOutOfRange { field }) => assert_eq!(field, "total_fee"),
+        other => panic!("expected AmountOutOfRange, got {other:?}"),
+    }
+    assert!(
+        store.order("o-1").expect("read").is_none(),
+        "nothing written"
+    );
+}
+
+// --- transitions -------------------------------------------------------------
+
+#[test]
+fn transitions_are_compare_and_set() {
+    let store = memory();
+    insert_new(&store, &order("o-1", OrderState::Created, T0));
+    let issued = OrderPatch {
+        prepay_id: Some("wx-prepay-1".to_owned()),
+        code_url: Some("weixin://wxpay/bizpayurl?pr=1".to_owned()),
+        ..OrderPatch::default()
+    };
+    let created = [OrderState::Created];
+
+    match store.transition_order("o-1", &created, OrderState::Pending, issued, T0 + 1) {
+        Ok(Transition::Applied(o)) => {
+            assert_eq!(o.state, OrderState::Pending);
+            assert_eq!(o.version, 2);
+            assert_eq!(o.updated_at_ms, T0 + 1);
+            assert_eq!(o.prepay_id.as_deref(), Some("wx-prepay-1"));
+        }
+        other => panic!("expected Applied, got {other:?}"),
+    }
+
+    // Again, even with another patch and `to` among `from`: nothing changes.
+    let other_patch = OrderPatch {
+        prepay_id: Some("wx-prepay-2".to_owned()),
+        ..OrderPatch::default()
+    };
+    let either = [OrderState::Created, OrderState::Pending];
+    match store.transition_order("o-1", &either, OrderState::Pending, other_patch, T0 + 2) {
+        Ok(Transition::AlreadyThere(o)) => {
+            assert_eq!((o.version, o.updated_at_ms), (2, T0 + 1));
+            assert_eq!(o.prepay_id.as_deref(), Some("wx-prepay-1"));
+        }
+        other => panic!("expected AlreadyThere, got {other:?}"),
+    }
+
+    let refused = store.transition_order(
+        "o-1",
+        &created,
+        OrderState::Closed,
+        OrderPatch::default(),
+        T0 + 3,
+    );
+    match refused {
+        Ok(Transition::Refused(o)) => assert_eq!((o.state, o.version), (OrderState::Pending, 2)),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+
+    let missing = store.transition_order(
+        "nope",
+        &created,
+        OrderState::Pending,
+        OrderPatch::default(),
+        T0,
+    );
+    assert_eq!(missing.expect("transition"), Transition::Missing);
+    assert_eq!(stored(&store, "o-1").version, 2);
+}
+
+#[test]
+fn payment_notification_outcomes_are_recorded_with_verdicts() {
+    let store = memory();
+    insert_new(&store, &order("paid", OrderState::Pending, T0));
+    insert_new(&store, &order("closed", OrderState::Closed, T0));
+
+    let first = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 11);
+    match first.expect("apply") {
+        Transition::Applied(o) => {
+            assert_eq!(o.state, OrderState::Paid);
+            assert_eq!(o.transaction_id.as_deref(), Some("tx-1"));
+            assert_eq!(o.paid_at_ms, Some(T0 + 10));
+        }
+        other => panic!("expected Applied, got {other:?}"),
+    }
+    // A refund moves the order on; the same notification is still a duplicate.
+    let to_refunding = store.transition_order(
+        "paid",
+        &[OrderState::Paid],
+        OrderState::Refunding,
+        OrderPatch::default(),
+        T0 + 20,
+    );
+    assert!(to_refunding.expect("refunding").applied());
+    let again = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 30);
+    assert!(
+        matches!(again, Ok(Transition::AlreadyThere(_))),
+        "{again:?}"
+    );
+    let other_tx = store.apply_payment_notification("paid", "tx-2", T0 + 10, BODY, T0 + 31);
+    assert!(
+        matches!(other_tx, Ok(Transition::Refused(_))),
+        "{other_tx:?}"
+    );
+    let closed = store.apply_payment_notification("closed", "tx-3", T0, BODY, T0 + 32);
+    assert!(matches!(closed, Ok(Transition::Refused(_))), "{closed:?}");
+    let unknown = store.apply_payment_notification("ghost", "tx-4", T0, BODY, T0 + 33);
+    assert_eq!(unknown.expect("apply"), Transition::Missing);
+
+    let records = store.notifications(10, 0).expect("notifications");
+    let verdicts: Vec<String> = records.iter().map(|n| n.verdict.to_stored()).collect();
+    assert_eq!(
+        verdicts,
+        [
+            "accepted",
+            "duplicate",
+            "rejected:transaction_id differs from the recorded payment",
+            "rejected:order is closed",
+            "rejected:unknown order",
+        ]
+    );
+    assert!(records.iter().all(|n| n.kind == NotificationKind::Payment));
+    assert!(records.iter().all(|n| n.body == BODY));
+    assert_eq!(records[4].out_trade_no.as_deref(), Some("ghost"));
+    assert_eq!(records[0].dedupe_key.as_deref(), Some("tx-1"));
+    assert_eq!(
+        stored(&store, "paid").transaction_id.as_deref(),
+        Some("tx-1")
+    );
+}
+
+#[test]
+fn notifications_keep_raw_bytes_and_page_oldest_first() {
+    let store = memory();
+    let body = [0xff_u8, 0x00, b'<', 0xfe];
+    let rejected = Verdict::Rejected("signature does not match".to_owned());
+    for i in 0..5 {
+        let id = store
+            .record_notification(
+                NotificationKind::Refund,
+                &body,
+                T0 + i,
+                None,
+                None,
+                &rejected,
+            )
+            .expect("record");
+        assert_eq!(id, i + 1);
+    }
+    let page = store.notifications(2, 3).expect("page");
+    let ids: Vec<i64> = page.iter().map(|n| n.id).collect();
+    assert_eq!(ids, [4, 5]);
+    assert_eq!(page[0].body, body);
+    assert_eq!(page[0].verdict, rejected);
+    assert_eq!(page[0].received_at_ms, T0 + 3);
+}
+
+#[test]
+fn recorded_notifications_cannot_be_rewritten() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    let store = SqliteStore::open(&path).expect("open");
+    store
+        .record_notification(
+            NotificationKind::Payment,
+            BODY,
+            T0,
+            Some("o-1"),
+            None,
+            &Verdict::Accepted,
+        )
+        .expect("record");
+    let rewrite = raw(&path).execute("UPDATE notifications SET verdict = 'duplicate'", []);
+    assert!(rewrite.is_err(), "{rewrite:?}");
+    assert_eq!(
+        store.notifications(1, 0).expect("read")[0].verdict,
+        Verdict::Accepted
+    );
+}
+
+// --- concurrency and durability ----------------------------------------------
+
+/// Counts (applied, already there, anything else) over all results.
+fn tally(results: &[Transition]) -> (usize, usize, usize) {
+    let applied = results.iter().filter(|t| t.applied()).count();
+    let there = results
+        .iter()
+        .filter(|t| matches!(t, Transition::AlreadyThere(_)))
+        .count();
+    (applied, there, results.len() - applied - there)
+}
+
+fn assert_paid_once(store: &impl Store, results: &[Transition], total: usize) {
+    assert_eq!(tally(results), (1, total - 1, 0));
+    let o = stored(store, "o-1");
+    assert_eq!((o.state, o.version), (OrderState::Paid, 2), "bumped once");
+    let records = store.notifications(u32::MAX, 0).expect("notifications");
+    assert_eq!(records.len(), total, "every notification recorded");
+    let accepted = records.iter().filter(|n| n.verdict == Verdict::Accepted);
+    assert_eq!(accepted.count(), 1);
+    assert!(
+        records
+            .iter()
+            .all(|n| matches!(n.verdict, Verdict::Accepted | Verdict::Duplicate))
+    );
+}
+
+#[test]
+fn concurrent_duplicate_notifications_through_one_store_apply_once() {
+    const THREADS: usize = 8;
+    const EACH: usize = 50;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(SqliteStore::open(dir.path().join("wxpay.db")).expect("open"));
+    insert_new(&*store, &order("o-1", OrderState::Pending, T0));
+    let barrier = Barrier::new(THREADS);
+    let results: Vec<Transition> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (store, barrier) = (Arc::clone(&store), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    (0..EACH)
+                        .map(|i| {
+                            store
+                                .apply_payment_notification("o-1", "tx-1", T0, BODY, T0 + i as i64)
+                                .expect("apply")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_paid_once(&*store, &results, THREADS * EACH);
+}
+
+#[test]
+fn concurrent_duplicate_notifications_through_separate_connections_apply_once() {
+    // Each thread has its own connection, as separate processes would: the
+    // compare-and-set is SQLite's, not the mutex's.
+    const THREADS: usize = 4;
+    const EACH: usize = 25;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    insert_new(
+        &SqliteStore::open(&path).expect("open"),
+        &order("o-1", OrderState::Pending, T0),
+    );
+    let barrier = Barrier::new(THREADS);
+    let results: Vec<Transition> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (path, barrier) = (&path, &barrier);
+                s.spawn(move || {
+                    let store = SqliteStore::open(path).expect("open per thread");
+                    barrier.wait();
+                    (0..EACH)
+                        .map(|_| {
+                            store
+                                .apply_payment_notification("o-1", "tx-1", T0, BODY, T0)
+                                .expect("apply")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_paid_once(
+        &SqliteStore::open(&path).expect("reopen"),
+        &results,
+        THREADS * EACH,
+    );
+}
+
+#[test]
+fn an_applied_payment_survives_reopening() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        insert_new(&store, &order("o-1", OrderState::Pending, T0));
+        let applied = store.apply_payment_notification("o-1", "tx-1", T0 + 5, BODY, T0 + 6);
+        assert!(applied.expect("apply").applied());
+        store
+            .append_audit(&audit_input("order.paid"))
+            .expect("audit");
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    let o = stored(&store, "o-1");
+    assert_eq!(o.state, OrderState::Paid);
+    assert_eq!(o.transaction_id.as_deref(), Some("tx-1"));
+    assert_eq!(o.paid_at_ms, Some(T0 + 5));
+    assert_eq!(store.notifications(10, 0).expect("notifications").len(), 1);
+    assert_eq!(store.audit(0, 10).expect("audit").len(), 1);
+}
+
+// --- audit log ---------------------------------------------------------------
+
+#[test]
+fn the_audit_log_is_ordered_and_append_only() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let seqs: Vec<i64> = ["order.create", "order.pay", "refund.create"]
+        .into_iter()
+        .map(|action| store.append_audit(&audit_input(action)).expect("append"))
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    let all = store.audit(0, 10).expect("audit");
+    let actions: Vec<&str> = all.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["order.create", "order.pay", "refund.create"]);
+    assert_eq!(all[0].detail, r#"{"total_fee":100}"#);
+    let after_first = store.audit(seqs[0], 1).expect("audit");
+    assert_eq!(after_first.len(), 1);
+    assert_eq!(after_first[0].seq, seqs[1]);
+
+    let conn = raw(&path);
+    for sql in [
+        "UPDATE audit_log SET outcome = 'forged'",
+        "DELETE FROM audit_log WHERE seq = 1",
+        "DELETE FROM audit_log",
+    ] {
+        match conn.execute(sql, []) {
+            Err(e) => assert!(e.to_string().contains("append-only"), "{sql}: {e}"),
+            Ok(n) => panic!("{sql} changed {n} rows"),
+        }
+    }
+    assert_eq!(store.audit(0, 10).expect("audit"), all, "unchanged");
+
+    let bad = AuditEventInput {
+        detail: "not json".to_owned(),
+        ..audit_input("x")
+    };
+    match store.append_audit(&bad) {
+        Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, "detail"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+}
+
+// --- refunds -----------------------------------------------------------------
+
+#[test]
+fn refunds_are_idempotent_and_never_exceed_the_order() {
+    let store = memory();
+    insert_new(&store, &order("o-1", OrderState::Paid, T0));
+
+    assert_eq!(
+        store.insert_refund(&refund("r-1", "o-1", 30)).expect("r-1"),
+        RefundInsert::New
+    );
+    match store
+        .insert_refund(&refund("r-1", "o-1", 50))
+        .expect("r-1 again")
+    {
+        RefundInsert::Exists(r) => assert_eq!((r.refund_fee, r.version), (30, 1)),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!(
+        store.insert_refund(&refund("r-2", "o-1", 80)).expect("r-2"),
+        RefundInsert::ExceedsOrder {
+            total_fee: 100,
+            refunded: 30
+        }
+    );
+    assert_eq!(
+        store.insert_refund(&refund("r-3", "o-1", 70)).expect("r-3"),
+        RefundInsert::New
+    );
+    assert_eq!(store.refunded_total("o-1").expect("total"), 100);
+    assert_eq!(
+        store
+            .insert_refund(&refund("r-4", "ghost", 1))
+            .expect("r-4"),
+        RefundInsert::OrderMissing
+    );
+    assert!(matches!(
+        store.insert_refund(&refund("r-5", "o-1", u64::MAX)),
+        Err(StoreError::AmountOutOfRange {
+            field: "refund_fee"
+        })
+    ));
+
+    let accepted = RefundPatch {
+        refund_id: Some("wx-refund-1".to_owned()),
+    };
+    let requested = [RefundState::Requested];
+    match store.transition_refund("r-1", &requested, RefundState::Processing, accepted, T0 + 1) {
+        Ok(Transition::Applied(r)) => {
+            assert_eq!((r.state, r.version), (RefundState::Processing, 2));
+            assert_eq!(r.refund_id.as_deref(), Some("wx-refund-1"));
+        }
+        other => panic!("expected Applied, got {other:?}"),
+    }
+    let again = store.transition_refund(
+        "r-1",
+        &requested,
+        RefundState::Processing,
+        RefundPatch::default(),
+        T0 + 2,
+    );
+    assert!(
+        matches!(again, Ok(Transition::AlreadyThere(_))),
+        "{again:?}"
+    );
+    let failed = store.transition_refund(
+        "r-3",
+        &requested,
+        RefundState::Failed,
+        RefundPatch::default(),
+        T0 + 3,
+    );
+    assert!(failed.expect("fail r-3").applied());
+    assert_eq!(
+        store.refunded_total("o-1").expect("total"),
+        30,
+        "failed refunds do not count"
+    );
+    let missing = store.transition_refund(
+        "r-9",
+        &requested,
+        RefundState::Failed,
+        RefundPatch::default(),
+        T0,
+    );
+    assert_eq!(missing.expect("missing"), Transition::Missing);
+    assert_eq!(
+        store.refund("r-1").expect("read").map(|r| r.state),
+        Some(RefundState::Processing)
+    );
+}
+
+// --- reconciliation ----------------------------------------------------------
+
+#[test]
+fn orders_in_state_lists_the_oldest_stale_orders_first() {
+    let store = memory();
+    insert_new(&store, &order("p-new", OrderState::Pending, T0 + 900));
+    insert_new(&store, &order("p-old", OrderState::Pending, T0 + 100));
+    insert_new(&store, &order("c-old", OrderState::Created, T0 + 200));
+    insert_new(&store, &order("paid", OrderState::Paid, T0));
+    insert_new(&store, &order("p-mid", OrderState::Pending, T0 + 300));
+
+    let states = [OrderState::Created, OrderState::Pending];
+    let listed = store.orders_in_state(&states, T0 + 500, 10).expect("list");
+    let names: Vec<&str> = listed.iter().map(|o| o.out_trade_no.as_str()).collect();
+    assert_eq!(names, ["p-old", "c-old", "p-mid"]);
+
+    let limited = store.orders_in_state(&states, T0 + 500, 2).expect("list");
+    assert_eq!(limited.len(), 2);
+    let none = store.orders_in_state(&[], T0 + 500, 10).expect("list");
+    assert!(none.is_empty());
+
+    // Touching an order moves it out of the stale window.
+    let touched = store.transition_order(
+        "p-old",
+        &[OrderState::Pending],
+        OrderState::Closed,
+        OrderPatch::default(),
+        T0 + 1000,
+    );
+    assert!(touched.expect("close").applied());
+    let listed = store.orders_in_state(&states, T0 + 500, 10).expect("list");
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn state_names_round_trip() {
+    for s in OrderState::ALL {
+        assert_eq!(OrderState::parse(s.as_str()), Some(s));
+    }
+    for s in RefundState::ALL {
+        assert_eq!(RefundState::parse(s.as_str()), Some(s));
+    }
+    assert_eq!(OrderState::parse("PAID"), None);
+    for v in [
+        Verdict::Accepted,
+        Verdict::Duplicate,
+        Verdict::Rejected("bad sign".to_owned()),
+    ] {
+        assert_eq!(Verdict::parse(&v.to_stored()), Some(v));
+    }
+    assert_eq!(Verdict::parse("rejected"), None);
+}
