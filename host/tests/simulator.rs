@@ -1027,3 +1027,51 @@ async fn more_err_codes_and_expiry() {
         "the code expired before the payer scanned it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_are_limited_to_fifty_and_to_a_year() {
+    let mut f = Fixture::start(SignType::Md5, 1.0, &[]).await;
+    f.place("LIMIT00001", 100).await;
+    f.pay("LIMIT00001").await;
+    for n in 0..50 {
+        let refund = refund_request("LIMIT00001", &format!("RL{n}"), 100, 1);
+        let request = f.signer.refund(&f.merchant, &refund, "n").expect("s");
+        f.call(&request)
+            .await
+            .unwrap_or_else(|e| panic!("refund {n}: {e}"));
+    }
+    let fifty_first = f
+        .signer
+        .refund(
+            &f.merchant,
+            &refund_request("LIMIT00001", "RL50", 100, 1),
+            "n",
+        )
+        .expect("s");
+    assert_eq!(wechat_code(f.call(&fifty_first).await), "ERROR");
+
+    f.place("LIMIT00002", 100).await;
+    f.pay("LIMIT00002").await;
+    let jump = f
+        .http
+        .post(format!("{}/admin/clock", f.base))
+        .header("Content-Type", "application/json")
+        .body(r#"{"advance_secs": 31622400}"#)
+        .send()
+        .await
+        .expect("admin");
+    assert!(jump.status().is_success());
+    let late = f
+        .signer
+        .refund(
+            &f.merchant,
+            &refund_request("LIMIT00002", "RLATE", 100, 1),
+            "n",
+        )
+        .expect("s");
+    assert_eq!(
+        wechat_code(f.call(&late).await),
+        "TRADE_OVERDUE",
+        "366 days after payment"
+    );
+}

@@ -8,6 +8,8 @@
 //! - `GET /admin/orders/{out_trade_no}?mch_id=&sandbox=` shows an order
 //!   with its refunds and every notification attempt.
 //! - `GET /admin/scenarios` lists the scenarios chosen by amount.
+//! - `POST /admin/clock` `{"advance_secs": 31622400}` jumps simulated time
+//!   forward (to expire codes or refund windows without waiting).
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -27,6 +29,7 @@ pub(super) fn routes() -> axum::Router<Simulator> {
         .route("/admin/scenario", post(set_scenario))
         .route("/admin/orders/{out_trade_no}", get(show_order))
         .route("/admin/scenarios", get(list_scenarios))
+        .route("/admin/clock", post(advance_clock))
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,4 +174,19 @@ async fn list_scenarios() -> Response {
         .map(|(fen, s)| json!({ "total_fee": fen, "scenario": s }))
         .collect();
     Json(json!(table)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockRequest {
+    advance_secs: u32,
+}
+
+async fn advance_clock(
+    State(sim): State<Simulator>,
+    Json(request): Json<ClockRequest>,
+) -> Response {
+    sim.shared.clock.advance(request.advance_secs);
+    let now = sim.shared.clock.now();
+    Json(json!({ "now": now, "beijing": super::clock::compact(now) })).into_response()
 }

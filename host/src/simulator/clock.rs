@@ -4,16 +4,19 @@
 //! retried over 24 h 4 min). A scale factor lets tests walk through them in
 //! seconds while every rule is still expressed in WeChat's own units.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, FixedOffset, Utc};
 
-/// Simulated wall-clock time.
-#[derive(Debug, Clone, Copy)]
+/// Simulated wall-clock time: real time times a scale, plus any jumps
+/// made through the admin API.
+#[derive(Debug)]
 pub struct SimClock {
     origin_real: Instant,
     origin: DateTime<Utc>,
     scale: f64,
+    jumped_secs: AtomicI64,
 }
 
 impl SimClock {
@@ -23,13 +26,22 @@ impl SimClock {
             origin_real: Instant::now(),
             origin: Utc::now(),
             scale,
+            jumped_secs: AtomicI64::new(0),
         }
+    }
+
+    /// Moves simulated time forward at once (e.g. a year, to test the
+    /// refund window). Waits already under way are not shortened.
+    pub fn advance(&self, secs: u32) {
+        self.jumped_secs
+            .fetch_add(i64::from(secs), Ordering::SeqCst);
     }
 
     /// The simulated time now.
     pub fn now(&self) -> DateTime<Utc> {
         let elapsed = self.origin_real.elapsed().mul_f64(self.scale);
-        self.origin + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
+        let jumped = chrono::Duration::seconds(self.jumped_secs.load(Ordering::SeqCst));
+        self.origin + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX) + jumped
     }
 
     /// How long to really wait for `simulated` to pass.
