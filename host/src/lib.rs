@@ -7,10 +7,12 @@
 //! - [`sandbox`]: the component under wasmtime — engine policy, the allowed
 //!   imports, and a typed handle on an instance.
 //! - [`key`]: reading the key from a private file or the environment.
-//! - [`cli`]: the operator commands (`inspect`, `sign`, `verify`, `explain`).
+//! - [`store`]: durable state — orders, refunds, notifications, audit log.
+//! - [`simulator`]: an offline WeChat Pay v2 server to develop and test against.
+//! - [`cli`]: the operator commands (`inspect`, `sign`, `verify`, `explain`,
+//!   `simulate`).
 //!
-//! Later stages (the WeChat client, callbacks, the store, the agent API)
-//! build on these.
+//! Later stages (the WeChat client, callbacks, the agent API) build on these.
 
 pub mod cli;
 pub mod error;
