@@ -4,77 +4,18 @@
 // Test helpers report a failure by panicking.
 #![allow(clippy::panic)]
 
-use std::path::Path;
-
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use wxpay::Error;
 use wxpay::sandbox::bindings::merchant_api::{OrderRef, RefundRequest};
 use wxpay::sandbox::bindings::types::{self, SignType};
 use wxpay::sandbox::signer::MerchantSettings;
 use wxpay::simulator::Simulator;
 use wxpay::simulator::config::SimulatorConfig;
-use wxpay::simulator::tls::TlsFiles;
 
 #[path = "support/mod.rs"]
 mod support;
+use support::pki::{client, pki};
 
 const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
-
-struct Pki {
-    ca_pem: String,
-    files: TlsFiles,
-    client_identity_pem: String,
-    _dir: tempfile::TempDir,
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write pem");
-    path
-}
-
-/// A CA that signs the server's certificate and a merchant's client certificate.
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().expect("dir");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("ca key")).expect("ca");
-    let server_key = KeyPair::generate().expect("server key");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .expect("server params")
-        .signed_by(&server_key, &ca)
-        .expect("server cert");
-    let client_key = KeyPair::generate().expect("client key");
-    let client = CertificateParams::new(vec!["10000100".to_owned()])
-        .expect("client params")
-        .signed_by(&client_key, &ca)
-        .expect("client cert");
-    let files = TlsFiles {
-        cert: write(dir.path(), "server.pem", &server.pem()),
-        key: write(dir.path(), "server.key", &server_key.serialize_pem()),
-        client_ca: write(dir.path(), "ca.pem", &ca.pem()),
-    };
-    Pki {
-        ca_pem: ca.pem(),
-        files,
-        client_identity_pem: format!("{}{}", client.pem(), client_key.serialize_pem()),
-        _dir: dir,
-    }
-}
-
-fn client(pki: &Pki, with_identity: bool) -> reqwest::Client {
-    let root = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).expect("root");
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(root);
-    if with_identity {
-        builder = builder.identity(
-            reqwest::Identity::from_pem(pki.client_identity_pem.as_bytes()).expect("identity"),
-        );
-    }
-    builder.build().expect("client")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secapi_needs_the_client_certificate_over_https() {

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 
