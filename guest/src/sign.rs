@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::canonical::{SIGN_FIELD, signed_fields};
 use crate::error::{Error, Result, Rule};
-use crate::params::Params;
+use crate::params::{Params, non_empty};
 
 /// The signature algorithm, `sign_type` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,10 +182,7 @@ fn feed<'a>(
 
 /// Checks the `sign` field of `params` with `sign_type`, in constant time.
 pub fn verify(params: &Params, sign_type: SignType, key: &ApiKey) -> Result<()> {
-    let received = params
-        .get(SIGN_FIELD)
-        .filter(|s| !s.is_empty())
-        .ok_or(Error::SignatureMissing)?;
+    let received = non_empty(params, SIGN_FIELD).ok_or(Error::SignatureMissing)?;
     if signatures_equal(&sign(params, sign_type, key), received) {
         Ok(())
     } else {

@@ -18,6 +18,7 @@ use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use rand::Rng as _;
 use rand::distr::Alphanumeric;
+use wxpay_guest::params::non_empty;
 use wxpay_guest::{Params, SignType, xml};
 
 use super::state::Env;
@@ -85,10 +86,7 @@ pub(super) struct Request<'a> {
 impl Request<'_> {
     /// A field's value, when present and non-empty.
     pub(super) fn get(&self, name: &str) -> Option<&str> {
-        self.params
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        non_empty(&self.params, name)
     }
 }
 
@@ -122,7 +120,7 @@ pub(super) async fn handle(
     let Ok(params) = xml::parse(&body) else {
         return fail("XML格式错误");
     };
-    let Some(mch_id) = params.get("mch_id").filter(|v| !v.is_empty()).cloned() else {
+    let Some(mch_id) = non_empty(&params, "mch_id").map(str::to_owned) else {
         return fail("mch_id参数缺失");
     };
     let Some(merchant) = sim.shared.merchants.get(&mch_id) else {
