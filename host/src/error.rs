@@ -56,6 +56,36 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// The durable store failed; nothing was written by the failed step.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A call to WeChat Pay failed after the retries the policy allowed.
+    #[error("WeChat Pay {path}: {source}")]
+    Wechat {
+        /// The endpoint's path.
+        path: String,
+        /// What went wrong.
+        source: Box<crate::wechat::CallError>,
+    },
+    /// No such order or refund is stored.
+    #[error("no {what} {id} is stored")]
+    NotFound {
+        /// `order` or `refund`.
+        what: &'static str,
+        /// Its number.
+        id: String,
+    },
+    /// The request contradicts what is stored: an idempotency key reused
+    /// for a different order, or an order in a state that forbids the step.
+    #[error("{what} {id}: {reason}")]
+    Conflict {
+        /// `order` or `refund`.
+        what: &'static str,
+        /// Its number.
+        id: String,
+        /// The rule it breaks.
+        reason: String,
+    },
 }
 
 impl Error {

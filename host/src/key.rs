@@ -82,6 +82,13 @@ impl ApiKey {
         }
     }
 
+    /// A key that came over the wire (the sandbox key from getsignkey).
+    pub(crate) fn from_secret(key: Zeroizing<String>) -> Result<Self, Error> {
+        Self::checked(key, || {
+            Error::input("sandbox key", "WeChat returned an empty key")
+        })
+    }
+
     /// The key, for handing to the component. Crate-private on purpose.
     pub(crate) fn expose(&self) -> &str {
         &self.0

@@ -10,15 +10,24 @@
 //! - [`wechat`]: the HTTP client to WeChat Pay: timeouts, identical-body
 //!   retries, client certificates, replies verified by the component.
 //! - [`store`]: durable state — orders, refunds, notifications, audit log.
+//! - [`gateway`]: the sequence every money movement follows — validate and
+//!   sign in the component, call WeChat, believe only what was verified,
+//!   commit with compare-and-set, audit — plus reconciliation and the
+//!   start-up self-check.
+//! - [`callbacks`]: the axum server WeChat posts notifications to.
+//! - [`config`]: `wxpay.toml`, which names where secrets are, never holds them.
 //! - [`simulator`]: an offline WeChat Pay v2 server to develop and test against.
-//! - [`cli`]: the operator commands (`inspect`, `sign`, `verify`, `explain`,
-//!   `simulate`).
-//!
-//! Later stages (callbacks, the agent API) build on these.
+//! - [`cli`]: the operator commands (`serve`, `order`, `notifications`,
+//!   `verify-notification`, `config`, `inspect`, `sign`, `verify`,
+//!   `explain`, `simulate`).
 
+pub mod callbacks;
 pub mod cli;
+pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod key;
+pub mod pkcs12;
 pub mod sandbox;
 pub mod simulator;
 pub mod store;

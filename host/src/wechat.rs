@@ -74,13 +74,60 @@ impl Default for RetryPolicy {
     }
 }
 
-/// The merchant's client certificate for refund and reverse, as PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientIdentity {
-    /// `apiclient_cert.pem`.
-    pub cert: PathBuf,
-    /// `apiclient_key.pem`.
-    pub key: PathBuf,
+/// The merchant's client certificate for refund and reverse.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// PEM files.
+    Pem {
+        /// `apiclient_cert.pem`.
+        cert: PathBuf,
+        /// `apiclient_key.pem`.
+        key: PathBuf,
+    },
+    /// The PKCS#12 file WeChat issues, and its password.
+    Pkcs12 {
+        /// `apiclient_cert.p12`.
+        file: PathBuf,
+        /// Its password (WeChat's default is the mch_id).
+        password: zeroize::Zeroizing<String>,
+    },
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pem { cert, key } => f
+                .debug_struct("Pem")
+                .field("cert", cert)
+                .field("key", key)
+                .finish(),
+            Self::Pkcs12 { file, .. } => f
+                .debug_struct("Pkcs12")
+                .field("file", file)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl ClientIdentity {
+    /// Reads the files into a reqwest identity.
+    fn load(&self) -> Result<reqwest::Identity, Error> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path)
+                .map(zeroize::Zeroizing::new)
+                .map_err(|e| Error::input(path.display().to_string(), e))
+        };
+        match self {
+            Self::Pem { cert, key } => {
+                let mut pem = read(cert)?;
+                pem.extend_from_slice(&read(key)?);
+                reqwest::Identity::from_pem(&pem).map_err(|e| Error::input("client certificate", e))
+            }
+            Self::Pkcs12 { file, password } => {
+                crate::pkcs12::reqwest_identity_from_pkcs12(&read(file)?, password)
+            }
+        }
+    }
 }
 
 /// Everything the client needs besides the component.
@@ -188,17 +235,7 @@ impl WechatClient {
         let with_identity = match &config.identity {
             None => None,
             Some(identity) => {
-                let mut pem = std::fs::read(&identity.cert)
-                    .map_err(|e| Error::input(identity.cert.display().to_string(), e))?;
-                let key = zeroize::Zeroizing::new(
-                    std::fs::read(&identity.key)
-                        .map_err(|e| Error::input(identity.key.display().to_string(), e))?,
-                );
-                pem.extend_from_slice(&key);
-                let parsed = reqwest::Identity::from_pem(&pem)
-                    .map_err(|e| Error::input("client certificate", e));
-                zeroize::Zeroize::zeroize(&mut pem);
-                let client = builder(config)?.identity(parsed?).build();
+                let client = builder(config)?.identity(identity.load()?).build();
                 Some(client.map_err(|e| Error::input("HTTP client", e))?)
             }
         };
@@ -218,9 +255,19 @@ impl WechatClient {
         merchant: &MerchantHandle,
         request: &SignedRequest,
     ) -> Result<Delivered, CallError> {
-        let http = self.http_for(request)?;
         let read = |body: &[u8]| signer.verify_response(merchant, body, request.sign_type);
-        let (fields, attempts) = self.with_retries(http, request, read).await?;
+        self.call_with(request, read).await
+    }
+
+    /// Like [`WechatClient::call`], with the reply read by `verify` (which
+    /// must verify it in the component): for callers that share instances.
+    pub async fn call_with(
+        &self,
+        request: &SignedRequest,
+        verify: impl FnMut(&[u8]) -> Result<Pairs, Error>,
+    ) -> Result<Delivered, CallError> {
+        let http = self.http_for(request)?;
+        let (fields, attempts) = self.with_retries(http, request, verify).await?;
         Ok(Delivered { fields, attempts })
     }
 
@@ -255,6 +302,7 @@ impl WechatClient {
                 Err(failure) => Attempt::Transport(failure),
             };
             let Some(delay) = self.retry_delay(&outcome, attempt) else {
+                log_final(&request.path, attempt, &outcome);
                 return Err(outcome.into_error(attempt));
             };
             log_retry(&request.path, attempt, &outcome);
@@ -326,6 +374,37 @@ fn log_retry(path: &str, attempt: u32, outcome: &Attempt) {
             tracing::warn!(path, attempt, err_code = %w.code, hint = %w.hint, "WeChat asked for a retry");
         }
         Attempt::Refused(e) => tracing::warn!(path, attempt, error = %e, "retrying"),
+    }
+}
+
+/// The last word on a failed call, with WeChat's err_code and a hint.
+fn log_final(path: &str, attempts: u32, outcome: &Attempt) {
+    match outcome {
+        Attempt::Transport(why) => {
+            tracing::error!(path, attempts, reason = %why, "WeChat unreachable, giving up");
+        }
+        Attempt::Refused(Error::Guest(types::Error::Wechat(w))) => {
+            tracing::warn!(path, attempts, err_code = %w.code, description = %w.description, hint = %w.hint, "WeChat refused the request");
+        }
+        Attempt::Refused(Error::Guest(types::Error::ReturnFailed(msg))) => {
+            tracing::warn!(path, attempts, return_msg = %msg, hint = %return_hint(msg), "WeChat refused the request");
+        }
+        Attempt::Refused(e) => {
+            tracing::error!(path, attempts, error = %e, "WeChat's reply was not believed");
+        }
+    }
+}
+
+/// A one-line hint for the `return_code=FAIL` messages seen most.
+fn return_hint(msg: &str) -> &'static str {
+    if msg.contains("签名") || msg.to_ascii_lowercase().contains("sign") {
+        "check the key (production vs sandbox key), sign_type, and that values are signed exactly as sent"
+    } else if msg.contains("XML") || msg.contains("格式") {
+        "check the body is UTF-8 XML with every value as sent"
+    } else if msg.contains("mch_id") || msg.contains("商户号") {
+        "check mch_id, and /sandboxnew/ (not /sandbox/) for the sandbox"
+    } else {
+        "see the return_msg"
     }
 }
 

@@ -695,3 +695,151 @@ fn state_names_round_trip() {
     }
     assert_eq!(Verdict::parse("rejected"), None);
 }
+
+#[test]
+fn refund_outcomes_settle_the_order_and_record_the_notification_once() {
+    let store = memory();
+    let mut paid = order("PAID-1", OrderState::Paid, T0);
+    paid.total_fee = 300;
+    insert_new(&store, &paid);
+    for no in ["R-A", "R-B"] {
+        assert_eq!(
+            store
+                .insert_refund(&refund(no, "PAID-1", 100))
+                .expect("insert"),
+            RefundInsert::New
+        );
+    }
+    let order = store
+        .settle_order("PAID-1", T0 + 1)
+        .expect("settle")
+        .expect("order");
+    assert_eq!(order.state, OrderState::Refunding, "refunds in flight");
+
+    let first = store
+        .apply_refund_outcome("R-A", "5030001", RefundState::Succeeded, Some(BODY), T0 + 2)
+        .expect("apply");
+    assert!(first.applied());
+    assert_eq!(
+        stored(&store, "PAID-1").state,
+        OrderState::Refunding,
+        "R-B is still in flight"
+    );
+    let again = store
+        .apply_refund_outcome("R-A", "5030001", RefundState::Succeeded, Some(BODY), T0 + 3)
+        .expect("apply");
+    assert!(matches!(again, Transition::AlreadyThere(_)), "{again:?}");
+    let other_id = store
+        .apply_refund_outcome("R-A", "5039999", RefundState::Succeeded, Some(BODY), T0 + 3)
+        .expect("apply");
+    assert!(matches!(other_id, Transition::AlreadyThere(_)));
+    let closed_late = store
+        .apply_refund_outcome("R-A", "5030001", RefundState::Closed, Some(BODY), T0 + 3)
+        .expect("apply");
+    assert!(
+        matches!(closed_late, Transition::Refused(_)),
+        "an ended refund stays ended"
+    );
+
+    let closed = store
+        .apply_refund_outcome("R-B", "5030002", RefundState::Closed, None, T0 + 4)
+        .expect("apply");
+    assert!(closed.applied());
+    assert_eq!(stored(&store, "PAID-1").state, OrderState::Refunded);
+    assert_eq!(store.refunded_total("PAID-1").expect("total"), 100);
+
+    let verdicts: Vec<_> = store
+        .notifications(10, 0)
+        .expect("notifications")
+        .into_iter()
+        .map(|n| (n.kind, n.verdict))
+        .collect();
+    assert_eq!(
+        verdicts,
+        vec![
+            (NotificationKind::Refund, Verdict::Accepted),
+            (NotificationKind::Refund, Verdict::Duplicate),
+            (
+                NotificationKind::Refund,
+                Verdict::Rejected("refund_id differs from the recorded refund".into())
+            ),
+            (
+                NotificationKind::Refund,
+                Verdict::Rejected("refund is succeeded".into())
+            ),
+        ],
+        "the outcome by refundquery (no body) records no notification"
+    );
+    let missing = store
+        .apply_refund_outcome("R-NONE", "1", RefundState::Succeeded, Some(BODY), T0)
+        .expect("apply");
+    assert_eq!(missing, Transition::Missing);
+}
+
+#[test]
+fn a_failed_refund_puts_the_order_back_to_paid() {
+    let store = memory();
+    insert_new(&store, &order("PAID-2", OrderState::Paid, T0));
+    assert_eq!(
+        store
+            .insert_refund(&refund("R-C", "PAID-2", 100))
+            .expect("insert"),
+        RefundInsert::New
+    );
+    store.settle_order("PAID-2", T0).expect("settle");
+    let failed = store
+        .apply_refund_outcome("R-C", "5030003", RefundState::Failed, None, T0 + 1)
+        .expect("apply");
+    assert!(failed.applied());
+    assert_eq!(stored(&store, "PAID-2").state, OrderState::Paid);
+    assert_eq!(store.refunded_total("PAID-2").expect("total"), 0);
+    let unpaid = order("OPEN-2", OrderState::Pending, T0);
+    insert_new(&store, &unpaid);
+    let untouched = store
+        .settle_order("OPEN-2", T0 + 2)
+        .expect("settle")
+        .expect("order");
+    assert_eq!(
+        (untouched.state, untouched.version),
+        (OrderState::Pending, 1)
+    );
+}
+
+#[test]
+fn refunds_in_state_lists_the_oldest_open_refunds_first() {
+    let store = memory();
+    let mut paid = order("PAID-3", OrderState::Paid, T0);
+    paid.total_fee = 1_000;
+    insert_new(&store, &paid);
+    for (no, at) in [("R-NEW", T0 + 50), ("R-OLD", T0 + 10), ("R-MID", T0 + 30)] {
+        let mut r = refund(no, "PAID-3", 10);
+        r.updated_at_ms = at;
+        assert_eq!(store.insert_refund(&r).expect("insert"), RefundInsert::New);
+    }
+    let settled = store
+        .apply_refund_outcome("R-MID", "1", RefundState::Succeeded, None, T0 + 31)
+        .expect("apply");
+    assert!(settled.applied());
+    let open = [RefundState::Requested, RefundState::Processing];
+    let listed: Vec<_> = store
+        .refunds_in_state(&open, T0 + 100, 10)
+        .expect("list")
+        .into_iter()
+        .map(|r| r.out_refund_no)
+        .collect();
+    assert_eq!(listed, ["R-OLD", "R-NEW"]);
+    let older: Vec<_> = store
+        .refunds_in_state(&open, T0 + 20, 10)
+        .expect("list")
+        .into_iter()
+        .map(|r| r.out_refund_no)
+        .collect();
+    assert_eq!(older, ["R-OLD"]);
+    assert_eq!(
+        store
+            .refunds_in_state(&open, T0 + 100, 1)
+            .expect("list")
+            .len(),
+        1
+    );
+}

@@ -176,7 +176,7 @@ async fn refunds_use_the_client_certificate_and_slow_down_when_rate_limited() {
     fast(&mut config);
     config.extra_roots = vec![ca.path().to_path_buf()];
     let without_identity = WechatClient::new(&config).expect("client");
-    config.identity = Some(ClientIdentity {
+    config.identity = Some(ClientIdentity::Pem {
         cert: pki.client_cert.clone(),
         key: pki.client_key.clone(),
     });

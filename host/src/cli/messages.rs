@@ -134,7 +134,7 @@ pub(super) struct ExplainArgs {
     input: PathBuf,
 }
 
-fn read_input(path: &PathBuf) -> Result<Vec<u8>, Error> {
+pub(super) fn read_input(path: &std::path::Path) -> Result<Vec<u8>, Error> {
     let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
         std::io::stdin()

@@ -5,6 +5,7 @@
 //! argument value. Exit status: 0 success, 1 the component refused the
 //! input (bad signature, bad field), 2 anything else (usage, files).
 
+mod gateway;
 mod inspect;
 mod messages;
 mod simulate;
@@ -36,9 +37,20 @@ enum Command {
     /// Verify a WeChat reply, payment notification or refund notification.
     Verify(messages::VerifyArgs),
     /// Explain why a message's signature may fail (the key is shown as ***).
+    #[command(alias = "explain-signature")]
     Explain(messages::ExplainArgs),
     /// Run the offline WeChat Pay v2 simulator, or `simulate pay <out_trade_no>` as the payer.
     Simulate(simulate::SimulateArgs),
+    /// Run the gateway: notification callbacks, reconciliation, self-check.
+    Serve(gateway::ServeArgs),
+    /// Place, query, close or refund orders through the gateway.
+    Order(gateway::OrderArgs),
+    /// Inspect received notifications.
+    Notifications(gateway::NotificationsArgs),
+    /// Verify a notification body against the stored order, changing nothing.
+    VerifyNotification(gateway::VerifyNotificationArgs),
+    /// Check the gateway configuration and print it with secrets redacted.
+    Config(gateway::ConfigCommandArgs),
 }
 
 /// Options shared by commands that run the component.
@@ -50,14 +62,18 @@ struct ComponentArgs {
 }
 
 impl ComponentArgs {
+    /// Compiles the component, through the on-disk cache when there is a
+    /// cache directory (`$XDG_CACHE_HOME/wxpay`).
     fn sandbox(&self) -> Result<Sandbox, Error> {
-        match &self.component {
-            None => Sandbox::embedded(),
+        let bytes = match &self.component {
+            None => crate::sandbox::EMBEDDED_COMPONENT.to_vec(),
             Some(path) => {
-                let bytes =
-                    std::fs::read(path).map_err(|e| Error::input(path.display().to_string(), e))?;
-                Sandbox::from_bytes(&bytes, SandboxLimits::default())
+                std::fs::read(path).map_err(|e| Error::input(path.display().to_string(), e))?
             }
+        };
+        match crate::config::default_cache_dir() {
+            Some(dir) => Ok(Sandbox::cached(&bytes, SandboxLimits::default(), &dir)?.0),
+            None => Sandbox::from_bytes(&bytes, SandboxLimits::default()),
         }
     }
 
@@ -111,6 +127,18 @@ impl From<SignTypeArg> for SignType {
     }
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`). No log line
+/// carries the key: nothing that holds it implements `Display`, and its
+/// `Debug` prints `<redacted>`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Parses the command line and runs it.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
@@ -120,6 +148,11 @@ pub fn run() -> ExitCode {
         Command::Verify(args) => messages::verify(args),
         Command::Explain(args) => messages::explain(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Serve(args) => gateway::serve(args),
+        Command::Order(args) => gateway::order(args),
+        Command::Notifications(args) => gateway::notifications(args),
+        Command::VerifyNotification(args) => gateway::verify_notification(args),
+        Command::Config(args) => gateway::config(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -165,4 +165,35 @@ pub trait Store: Send + Sync {
         body: &[u8],
         at_ms: i64,
     ) -> StoreResult<Transition<Order>>;
+
+    /// Up to `limit` refunds in one of `states` whose last change is before
+    /// `older_than_ms`, oldest change first: refunds whose outcome
+    /// reconciliation must ask WeChat about.
+    fn refunds_in_state(
+        &self,
+        states: &[RefundState],
+        older_than_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Refund>>;
+
+    /// A refund outcome WeChat reported (by a verified notification when
+    /// `body` is `Some`, or by refundquery), in one atomic step: moves the
+    /// refund from Requested or Processing to `to` (Succeeded, Closed or
+    /// Failed), settles its order (see [`Store::settle_order`]) and, for
+    /// a notification, records the body with `dedupe_key =
+    /// refund_id:state` and the verdict (accepted, duplicate, or
+    /// rejected when the refund already ended differently or is unknown).
+    fn apply_refund_outcome(
+        &self,
+        out_refund_no: &str,
+        refund_id: &str,
+        to: RefundState,
+        body: Option<&[u8]>,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Refund>>;
+
+    /// Puts a paid order in the state its refunds say: Refunding while any
+    /// is Requested or Processing, else Refunded if any Succeeded, else
+    /// Paid. Orders that are not paid are left alone. Returns the order.
+    fn settle_order(&self, out_trade_no: &str, at_ms: i64) -> StoreResult<Option<Order>>;
 }

@@ -19,13 +19,24 @@ struct Migration {
 }
 
 /// Every migration, in order.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: V1_INITIAL,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: V1_INITIAL,
+    },
+    Migration {
+        version: 2,
+        sql: V2_REFUND_RECONCILIATION,
+    },
+];
 
 /// The highest schema version this build knows.
-pub(crate) const KNOWN_VERSION: i64 = 1;
+pub(crate) const KNOWN_VERSION: i64 = 2;
+
+/// Reconciliation lists refunds by state and age, as it does orders.
+const V2_REFUND_RECONCILIATION: &str = "
+CREATE INDEX refunds_state_updated ON refunds (state, updated_at_ms);
+";
 
 const V1_INITIAL: &str = "
 CREATE TABLE orders (

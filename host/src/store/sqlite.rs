@@ -420,6 +420,72 @@ fn payment_verdict(cas: Transition<Order>, transaction_id: &str) -> (Transition<
     }
 }
 
+/// The order's state as its refunds imply, if it is a paid order.
+fn settled_state(conn: &Connection, order: &Order) -> StoreResult<Option<OrderState>> {
+    if !order.state.is_paid() {
+        return Ok(None);
+    }
+    let count = |states: &[RefundState]| -> StoreResult<i64> {
+        conn.prepare_cached(
+            "SELECT COUNT(*) FROM refunds
+             WHERE out_trade_no = ?1 AND state IN (SELECT value FROM json_each(?2))",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row(
+                params![
+                    order.out_trade_no,
+                    state_set(states.iter().map(|s| s.as_str()))
+                ],
+                |r| r.get(0),
+            )
+        })
+        .ctx("count refunds")
+    };
+    let state = if count(&[RefundState::Requested, RefundState::Processing])? > 0 {
+        OrderState::Refunding
+    } else if count(&[RefundState::Succeeded])? > 0 {
+        OrderState::Refunded
+    } else {
+        OrderState::Paid
+    };
+    Ok(Some(state))
+}
+
+fn settle_order_in(
+    conn: &Connection,
+    out_trade_no: &str,
+    at_ms: i64,
+) -> StoreResult<Option<Order>> {
+    let Some(order) = select_order(conn, out_trade_no)? else {
+        return Ok(None);
+    };
+    let Some(to) = settled_state(conn, &order)? else {
+        return Ok(Some(order));
+    };
+    let paid = [
+        OrderState::Paid,
+        OrderState::Refunding,
+        OrderState::Refunded,
+    ];
+    let cas = cas_order(conn, out_trade_no, &paid, to, &OrderPatch::default(), at_ms)?;
+    Ok(cas.record().cloned())
+}
+
+/// The verdict on a refund outcome after its compare-and-set.
+fn refund_verdict(cas: &Transition<Refund>, refund_id: &str) -> Verdict {
+    match cas {
+        Transition::Applied(_) => Verdict::Accepted,
+        Transition::Missing => Verdict::Rejected("unknown refund".to_owned()),
+        Transition::AlreadyThere(r) if r.refund_id.as_deref().is_none_or(|id| id == refund_id) => {
+            Verdict::Duplicate
+        }
+        Transition::AlreadyThere(_) => {
+            Verdict::Rejected("refund_id differs from the recorded refund".to_owned())
+        }
+        Transition::Refused(r) => Verdict::Rejected(format!("refund is {}", r.state)),
+    }
+}
+
 impl Store for SqliteStore {
     fn insert_order(&self, order: &Order) -> StoreResult<Inserted<Order>> {
         let total_fee = to_sql_int(order.total_fee, "total_fee")?;
@@ -619,5 +685,65 @@ impl Store for SqliteStore {
             )?;
             Ok(transition)
         })
+    }
+
+    fn refunds_in_state(
+        &self,
+        states: &[RefundState],
+        older_than_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Refund>> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds
+             WHERE state IN (SELECT value FROM json_each(?1)) AND updated_at_ms < ?2
+             ORDER BY updated_at_ms, out_refund_no LIMIT ?3"
+        );
+        let set = state_set(states.iter().map(|s| s.as_str()));
+        query_all(
+            &self.conn(),
+            "list refunds",
+            &sql,
+            params![set, older_than_ms, limit],
+            rows::refund,
+        )
+    }
+
+    fn apply_refund_outcome(
+        &self,
+        out_refund_no: &str,
+        refund_id: &str,
+        to: RefundState,
+        body: Option<&[u8]>,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Refund>> {
+        let patch = RefundPatch {
+            refund_id: Some(refund_id.to_owned()),
+        };
+        let from = [RefundState::Requested, RefundState::Processing];
+        self.write(|tx| {
+            let cas = cas_refund(tx, out_refund_no, &from, to, &patch, at_ms)?;
+            if let Some(refund) = cas.record() {
+                settle_order_in(tx, &refund.out_trade_no, at_ms)?;
+            }
+            if let Some(body) = body {
+                let verdict = refund_verdict(&cas, refund_id);
+                let dedupe = format!("{refund_id}:{}", to.as_str());
+                let order = cas.record().map(|r| r.out_trade_no.as_str());
+                insert_notification_row(
+                    tx,
+                    NotificationKind::Refund,
+                    body,
+                    at_ms,
+                    order,
+                    Some(&dedupe),
+                    &verdict,
+                )?;
+            }
+            Ok(cas)
+        })
+    }
+
+    fn settle_order(&self, out_trade_no: &str, at_ms: i64) -> StoreResult<Option<Order>> {
+        self.write(|tx| settle_order_in(tx, out_trade_no, at_ms))
     }
 }

@@ -1,0 +1,364 @@
+//! Payment and refund notifications: verify, commit, then acknowledge.
+//!
+//! WeChat stops retrying once it reads the exact SUCCESS reply, so the
+//! reply is decided only after the store has durably recorded the outcome.
+//! A notification is verified in the component against what *we* stored —
+//! the order's amount, currency and algorithm, the refund's order and
+//! amount — never against what the notification says about itself. A
+//! duplicate is acknowledged and changes nothing; anything forged,
+//! malformed or inconsistent is recorded with its reason, audited, refused
+//! (so a genuine one is retried), and changes nothing.
+
+use serde_json::json;
+
+use super::{Gateway, now_ms, parse_beijing_time};
+use crate::error::Error;
+use crate::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
+use crate::store::{NotificationKind, OrderPatch, OrderState, RefundState, Transition, Verdict};
+
+/// What to answer WeChat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyReply {
+    /// True when the body is the SUCCESS acknowledgement.
+    pub acknowledged: bool,
+    /// The XML to send back.
+    pub body: String,
+    /// What was decided, for logs and tests.
+    pub verdict: Verdict,
+}
+
+const ACTOR: &str = "wechat";
+
+impl Gateway {
+    /// Handles a payment notification body.
+    pub async fn payment_notification(&self, body: Vec<u8>) -> Result<NotifyReply, Error> {
+        let kind = NotificationKind::Payment;
+        let limit = self.body_limit();
+        let parsed = self.sign(|s| s.instance.parse_xml(&body, Some(limit)));
+        let fields = match parsed {
+            Ok(fields) => fields,
+            Err(e) => {
+                return self
+                    .reject(kind, body, None, format!("malformed: {e}"))
+                    .await;
+            }
+        };
+        let Some(no) = fields
+            .iter()
+            .find(|(k, _)| k == "out_trade_no")
+            .map(|(_, v)| v.clone())
+        else {
+            return self
+                .reject(kind, body, None, "no out_trade_no".into())
+                .await;
+        };
+        let lookup = no.clone();
+        let Some(order) = self.db(move |s| s.order(&lookup)).await? else {
+            return self
+                .reject(kind, body, Some(no), "unknown order".into())
+                .await;
+        };
+        let expected = ExpectedOrder {
+            out_trade_no: order.out_trade_no.clone(),
+            total_fee: order.total_fee,
+            fee_type: Some(order.fee_type.clone()),
+            sign_type: Some(order.sign_type.into()),
+        };
+        let verified = self.sign(|s| {
+            s.instance
+                .verify_payment_notification(&s.merchant, &body, Some(&expected))
+        });
+        let notice = match verified {
+            Ok(notice) => notice,
+            Err(e) => return self.reject(kind, body, Some(no), e.to_string()).await,
+        };
+        if !notice.paid {
+            return self.payment_failed(body, no, notice.err_code).await;
+        }
+        let paid_at = notice
+            .time_end
+            .as_deref()
+            .and_then(parse_beijing_time)
+            .unwrap_or_else(now_ms);
+        let txid = notice.transaction_id.clone();
+        let stored_body = body.clone();
+        let applied = self
+            .db(move |s| s.apply_payment_notification(&no, &txid, paid_at, &stored_body, now_ms()))
+            .await?;
+        let subject = expected.out_trade_no;
+        match applied {
+            Transition::Applied(order) => {
+                self.audit(
+                    ACTOR,
+                    "notification.payment",
+                    &subject,
+                    "paid",
+                    json!({"transaction_id": notice.transaction_id, "total_fee": order.total_fee}),
+                )
+                .await?;
+                self.ack(Verdict::Accepted)
+            }
+            Transition::AlreadyThere(_) => self.ack(Verdict::Duplicate),
+            Transition::Refused(order) => {
+                let reason = if order.state.is_paid() {
+                    "transaction_id differs from the recorded payment".to_owned()
+                } else {
+                    format!("order is {}", order.state)
+                };
+                self.refused_after_record(kind, &subject, reason).await
+            }
+            Transition::Missing => {
+                self.refused_after_record(kind, &subject, "unknown order".into())
+                    .await
+            }
+        }
+    }
+
+    /// A verified notice that the payment failed (`result_code=FAIL`).
+    async fn payment_failed(
+        &self,
+        body: Vec<u8>,
+        no: String,
+        err_code: Option<String>,
+    ) -> Result<NotifyReply, Error> {
+        let subject = no.clone();
+        let from = [OrderState::Created, OrderState::Pending];
+        let changed = self
+            .db(move |s| {
+                let cas = s.transition_order(
+                    &no,
+                    &from,
+                    OrderState::Failed,
+                    OrderPatch::default(),
+                    now_ms(),
+                )?;
+                let verdict = match &cas {
+                    Transition::Applied(_) => Verdict::Accepted,
+                    _ => Verdict::Duplicate,
+                };
+                s.record_notification(
+                    NotificationKind::Payment,
+                    &body,
+                    now_ms(),
+                    Some(&no),
+                    None,
+                    &verdict,
+                )?;
+                Ok(cas.applied())
+            })
+            .await?;
+        if changed {
+            self.audit(
+                ACTOR,
+                "notification.payment",
+                &subject,
+                "payment failed",
+                json!({"err_code": err_code}),
+            )
+            .await?;
+        }
+        self.ack(if changed {
+            Verdict::Accepted
+        } else {
+            Verdict::Duplicate
+        })
+    }
+
+    /// Handles a refund notification body.
+    pub async fn refund_notification(&self, body: Vec<u8>) -> Result<NotifyReply, Error> {
+        let kind = NotificationKind::Refund;
+        let first = self.sign(|s| {
+            s.instance
+                .verify_refund_notification(&s.merchant, &body, None)
+        });
+        let claimed = match first {
+            Ok(notice) => notice,
+            Err(e) => return self.reject(kind, body, None, e.to_string()).await,
+        };
+        let lookup = claimed.out_refund_no.clone();
+        let Some(refund) = self.db(move |s| s.refund(&lookup)).await? else {
+            let no = Some(claimed.out_trade_no);
+            return self.reject(kind, body, no, "unknown refund".into()).await;
+        };
+        let expected = ExpectedRefund {
+            out_trade_no: refund.out_trade_no.clone(),
+            out_refund_no: refund.out_refund_no.clone(),
+            refund_fee: refund.refund_fee,
+        };
+        let checked = self.sign(|s| {
+            s.instance
+                .verify_refund_notification(&s.merchant, &body, Some(&expected))
+        });
+        let notice = match checked {
+            Ok(notice) => notice,
+            Err(e) => {
+                let no = Some(refund.out_trade_no);
+                return self.reject(kind, body, no, e.to_string()).await;
+            }
+        };
+        let to = match notice.refund_status.as_str() {
+            "SUCCESS" => RefundState::Succeeded,
+            "REFUNDCLOSE" => RefundState::Closed,
+            "CHANGE" => RefundState::Failed,
+            other => {
+                let reason = format!("unknown refund_status {other:?}");
+                let no = Some(refund.out_trade_no);
+                return self.reject(kind, body, no, reason).await;
+            }
+        };
+        let no = refund.out_refund_no.clone();
+        let refund_id = notice.refund_id.clone();
+        let applied = self
+            .db(move |s| s.apply_refund_outcome(&no, &refund_id, to, Some(&body), now_ms()))
+            .await?;
+        let subject = refund.out_refund_no;
+        match applied {
+            Transition::Applied(r) => {
+                self.audit(ACTOR, "notification.refund", &subject, r.state.as_str(), json!({"refund_id": notice.refund_id, "refund_fee": r.refund_fee, "out_trade_no": r.out_trade_no}))
+                    .await?;
+                self.ack(Verdict::Accepted)
+            }
+            Transition::AlreadyThere(r)
+                if r.refund_id
+                    .as_deref()
+                    .is_none_or(|id| id == notice.refund_id) =>
+            {
+                self.ack(Verdict::Duplicate)
+            }
+            Transition::AlreadyThere(_) => {
+                let reason = "refund_id differs from the recorded refund".to_owned();
+                self.refused_after_record(kind, &subject, reason).await
+            }
+            Transition::Refused(r) => {
+                let reason = format!("refund is {}", r.state);
+                self.refused_after_record(kind, &subject, reason).await
+            }
+            Transition::Missing => {
+                self.refused_after_record(kind, &subject, "unknown refund".into())
+                    .await
+            }
+        }
+    }
+
+    fn body_limit(&self) -> u32 {
+        u32::try_from(self.config.server.max_body_bytes).unwrap_or(u32::MAX)
+    }
+
+    /// Records and audits a refused notification, then refuses it.
+    async fn reject(
+        &self,
+        kind: NotificationKind,
+        body: Vec<u8>,
+        out_trade_no: Option<String>,
+        reason: String,
+    ) -> Result<NotifyReply, Error> {
+        let verdict = Verdict::Rejected(reason.clone());
+        let stored = verdict.clone();
+        let no = out_trade_no.clone();
+        self.db(move |s| {
+            s.record_notification(kind, &body, now_ms(), no.as_deref(), None, &stored)
+        })
+        .await?;
+        let subject = out_trade_no.unwrap_or_else(|| "-".into());
+        self.refused_after_record(kind, &subject, reason).await
+    }
+
+    /// Audits a refusal already recorded with the notification, and refuses.
+    async fn refused_after_record(
+        &self,
+        kind: NotificationKind,
+        subject: &str,
+        reason: String,
+    ) -> Result<NotifyReply, Error> {
+        tracing::warn!(kind = kind.as_str(), subject, %reason, "notification rejected");
+        let action = format!("notification.{}", kind.as_str());
+        self.audit(
+            ACTOR,
+            &action,
+            subject,
+            "rejected",
+            json!({"reason": reason}),
+        )
+        .await?;
+        let body = self.sign(|s| s.instance.notification_nack(&reason))?;
+        Ok(NotifyReply {
+            acknowledged: false,
+            body,
+            verdict: Verdict::Rejected(reason),
+        })
+    }
+
+    fn ack(&self, verdict: Verdict) -> Result<NotifyReply, Error> {
+        let body = self.sign(|s| s.instance.notification_ack())?;
+        Ok(NotifyReply {
+            acknowledged: true,
+            body,
+            verdict,
+        })
+    }
+}
+
+impl Gateway {
+    /// Checks a notification body as the callback would — against the
+    /// stored order or refund — without recording or changing anything.
+    /// Returns the fields that were verified.
+    pub async fn check_notification(
+        &self,
+        kind: NotificationKind,
+        body: &[u8],
+    ) -> Result<crate::sandbox::signer::Pairs, Error> {
+        match kind {
+            NotificationKind::Payment => {
+                let fields = self.sign(|s| s.instance.parse_xml(body, Some(self.body_limit())))?;
+                let no = fields
+                    .iter()
+                    .find(|(k, _)| k == "out_trade_no")
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| Error::input("notification", "no out_trade_no"))?;
+                let lookup = no.clone();
+                let order = self
+                    .db(move |s| s.order(&lookup))
+                    .await?
+                    .ok_or(Error::NotFound {
+                        what: "order",
+                        id: no,
+                    })?;
+                let expected = ExpectedOrder {
+                    out_trade_no: order.out_trade_no.clone(),
+                    total_fee: order.total_fee,
+                    fee_type: Some(order.fee_type.clone()),
+                    sign_type: Some(order.sign_type.into()),
+                };
+                let notice = self.sign(|s| {
+                    s.instance
+                        .verify_payment_notification(&s.merchant, body, Some(&expected))
+                })?;
+                Ok(notice.fields)
+            }
+            NotificationKind::Refund => {
+                let claimed = self.sign(|s| {
+                    s.instance
+                        .verify_refund_notification(&s.merchant, body, None)
+                })?;
+                let lookup = claimed.out_refund_no.clone();
+                let refund = self
+                    .db(move |s| s.refund(&lookup))
+                    .await?
+                    .ok_or(Error::NotFound {
+                        what: "refund",
+                        id: claimed.out_refund_no,
+                    })?;
+                let expected = ExpectedRefund {
+                    out_trade_no: refund.out_trade_no.clone(),
+                    out_refund_no: refund.out_refund_no.clone(),
+                    refund_fee: refund.refund_fee,
+                };
+                let notice = self.sign(|s| {
+                    s.instance
+                        .verify_refund_notification(&s.merchant, body, Some(&expected))
+                })?;
+                Ok(notice.fields)
+            }
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Reconciliation: ask WeChat about what the store still thinks is open.
+//!
+//! Notifications get lost — the gateway was down for WeChat's whole
+//! 24-hour retry schedule, a proxy ate them, a reply was lost after
+//! unifiedorder. So a background task periodically asks WeChat (orderquery,
+//! refundquery) about orders and refunds that stayed open past a threshold
+//! — and about all of them at start-up — and applies the answers with the
+//! same compare-and-set rules as the callbacks. Orders past their expiry
+//! are closed at WeChat, so a late payment cannot land on an order the
+//! agent was told had expired.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{Gateway, now_ms, wechat_code};
+use crate::sandbox::bindings::merchant_api::RefundRef;
+use crate::store::{Order, OrderState, Refund, RefundPatch, RefundState};
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileReport {
+    /// Orders asked about.
+    pub orders_checked: usize,
+    /// Orders whose state changed (closing included).
+    pub orders_changed: usize,
+    /// Expired orders closed.
+    pub orders_closed: usize,
+    /// Refunds asked about.
+    pub refunds_checked: usize,
+    /// Refunds whose state changed.
+    pub refunds_changed: usize,
+    /// Refunds sent again because WeChat never received them.
+    pub refunds_resent: usize,
+    /// Failures, one line each; the next pass tries again.
+    pub errors: Vec<String>,
+}
+
+const ACTOR: &str = "reconciliation";
+
+impl Gateway {
+    /// One pass over orders and refunds unchanged for `pending_after`.
+    pub async fn reconcile_once(&self, pending_after: Duration) -> ReconcileReport {
+        let mut report = ReconcileReport::default();
+        let cutoff = now_ms() - i64::try_from(pending_after.as_millis()).unwrap_or(i64::MAX);
+        let batch = self.config.reconcile.batch;
+        let open = [OrderState::Created, OrderState::Pending];
+        match self
+            .db(move |s| s.orders_in_state(&open, cutoff, batch))
+            .await
+        {
+            Ok(orders) => {
+                for order in orders {
+                    self.reconcile_order(order, &mut report).await;
+                }
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        let open = [RefundState::Requested, RefundState::Processing];
+        match self
+            .db(move |s| s.refunds_in_state(&open, cutoff, batch))
+            .await
+        {
+            Ok(refunds) => {
+                for refund in refunds {
+                    self.reconcile_refund(refund, &mut report).await;
+                }
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        report
+    }
+
+    /// Runs passes every `interval` until `shutdown` fires; the first pass
+    /// looks at every open record, however recent.
+    pub async fn run_reconciliation(
+        self: Arc<Self>,
+        interval: Duration,
+        pending_after: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut threshold = Duration::ZERO;
+        loop {
+            let report = self.reconcile_once(threshold).await;
+            log_report(&report);
+            threshold = pending_after;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    async fn reconcile_order(&self, order: Order, report: &mut ReconcileReport) {
+        report.orders_checked += 1;
+        let before = order.state;
+        let no = order.out_trade_no.clone();
+        let now = match self.query_order(&no, ACTOR).await {
+            Ok(now) => now,
+            Err(e) => return report.errors.push(format!("order {no}: {e}")),
+        };
+        if now.state != before {
+            report.orders_changed += 1;
+        }
+        let expired = now.expires_at_ms <= now_ms();
+        if expired && now.state == OrderState::Pending {
+            match self.close_order(&no, ACTOR).await {
+                Ok(_) => {
+                    report.orders_closed += 1;
+                    report.orders_changed += 1;
+                }
+                Err(e) => report.errors.push(format!("order {no}: close: {e}")),
+            }
+        }
+    }
+
+    async fn reconcile_refund(&self, refund: Refund, report: &mut ReconcileReport) {
+        report.refunds_checked += 1;
+        let by = RefundRef::OutRefundNo(refund.out_refund_no.clone());
+        let reply = self
+            .call(|s, nonce| s.instance.refund_query(&s.merchant, &by, None, nonce))
+            .await;
+        let no = refund.out_refund_no.clone();
+        let fields = match reply {
+            Ok(reply) => reply.fields,
+            Err(e) if wechat_code(&e) == Some("REFUNDNOTEXIST") => {
+                return self.resend_refund(refund, report).await;
+            }
+            Err(e) => return report.errors.push(format!("refund {no}: {e}")),
+        };
+        let value = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        let refund_id = value("refund_id_0").unwrap_or_default();
+        let to = match value("refund_status_0").as_deref() {
+            Some("SUCCESS") => RefundState::Succeeded,
+            Some("REFUNDCLOSE") => RefundState::Closed,
+            Some("CHANGE") => RefundState::Failed,
+            Some("PROCESSING") if refund.state == RefundState::Requested => RefundState::Processing,
+            _ => return,
+        };
+        let outcome = if to == RefundState::Processing {
+            let patch = RefundPatch {
+                refund_id: Some(refund_id.clone()),
+            };
+            let from = [RefundState::Requested];
+            let trade = refund.out_trade_no.clone();
+            self.db(move |s| {
+                let cas = s.transition_refund(&no, &from, to, patch, now_ms())?;
+                s.settle_order(&trade, now_ms())?;
+                Ok(cas)
+            })
+            .await
+        } else {
+            let id = refund_id.clone();
+            self.db(move |s| s.apply_refund_outcome(&no, &id, to, None, now_ms()))
+                .await
+        };
+        match outcome {
+            Ok(cas) if cas.applied() => {
+                report.refunds_changed += 1;
+                let audited = self
+                    .audit(ACTOR, "refund.state", &refund.out_refund_no, to.as_str(), json!({"from": refund.state.as_str(), "refund_id": refund_id, "via": "refundquery"}))
+                    .await;
+                if let Err(e) = audited {
+                    report.errors.push(e.to_string());
+                }
+            }
+            Ok(_) => {}
+            Err(e) => report
+                .errors
+                .push(format!("refund {}: {e}", refund.out_refund_no)),
+        }
+    }
+
+    /// A refund WeChat never received: send it again, same number.
+    async fn resend_refund(&self, refund: Refund, report: &mut ReconcileReport) {
+        if refund.state != RefundState::Requested {
+            return;
+        }
+        let trade = refund.out_trade_no.clone();
+        let no = refund.out_refund_no.clone();
+        let order = match self.db(move |s| s.order(&trade)).await {
+            Ok(Some(order)) => order,
+            Ok(None) => {
+                return report
+                    .errors
+                    .push(format!("refund {no}: its order is missing"));
+            }
+            Err(e) => return report.errors.push(format!("refund {no}: {e}")),
+        };
+        match self.send_refund(&order, refund, None, ACTOR).await {
+            Ok(_) => {
+                report.refunds_resent += 1;
+                report.refunds_changed += 1;
+            }
+            Err(e) => report.errors.push(format!("refund {no}: resend: {e}")),
+        }
+    }
+}
+
+fn log_report(report: &ReconcileReport) {
+    if report.orders_checked + report.refunds_checked == 0 {
+        return;
+    }
+    tracing::info!(
+        orders_checked = report.orders_checked,
+        orders_changed = report.orders_changed,
+        orders_closed = report.orders_closed,
+        refunds_checked = report.refunds_checked,
+        refunds_changed = report.refunds_changed,
+        refunds_resent = report.refunds_resent,
+        errors = report.errors.len(),
+        "reconciliation pass"
+    );
+    for error in &report.errors {
+        tracing::warn!(%error, "reconciliation");
+    }
+}

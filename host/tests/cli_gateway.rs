@@ -1,0 +1,390 @@
+//! `wxpay serve` and the operator commands, run as operators run them,
+//! against the simulator.
+
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use wxpay::config::GatewayConfig;
+use wxpay::simulator::Simulator;
+use wxpay::simulator::config::SimulatorConfig;
+
+#[path = "support/mod.rs"]
+mod support;
+
+const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+
+fn wxpay(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .args(args)
+        .env_remove("WXPAY_API_KEY")
+        .env_remove("WXPAY_CONFIG")
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("wxpay-cli-test-cache"),
+        )
+        .output()
+        .expect("wxpay runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!text(&out.stdout).contains(KEY) && !text(&out.stderr).contains(KEY));
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port()
+}
+
+/// The documented example, pointed at this test's simulator, key and files.
+fn config_file(dir: &Path, simulator: &str, port: u16) -> PathBuf {
+    let key = dir.join("api_key");
+    std::fs::write(&key, KEY).expect("key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let example = include_str!("../../examples/wxpay.toml");
+    let text = example
+        .replace(
+            "key_file = \"api_key\"",
+            &format!("key_file = {:?}", key.display().to_string()),
+        )
+        .replace("http://127.0.0.1:8090", simulator)
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
+        .replace(
+            "sqlite = \"wxpay.db\"",
+            &format!("sqlite = {:?}", dir.join("wxpay.db").display().to_string()),
+        );
+    let path = dir.join("wxpay.toml");
+    std::fs::write(&path, text).expect("config");
+    path
+}
+
+async fn simulator() -> String {
+    let config = SimulatorConfig::parse(&format!(
+        "[[merchants]]\nappid = \"wxd930ea5d5a258f4f\"\nmch_id = \"10000100\"\napi_key = \"{KEY}\"\n"
+    ))
+    .expect("simulator config");
+    let addr = Simulator::new(&config)
+        .expect("simulator")
+        .spawn("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("spawn");
+    format!("http://127.0.0.1:{}", addr.port())
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let config = GatewayConfig::parse(include_str!("../../examples/wxpay.toml"))
+        .unwrap_or_else(|e| panic!("examples/wxpay.toml: {e}"));
+    assert_eq!(config.products.len(), 2);
+    assert_eq!(config.pay_notify_url(), "http://127.0.0.1:8080/notify/pay");
+}
+
+#[test]
+fn config_errors_name_the_setting_and_the_rule() {
+    let cases = [
+        (
+            "sign_type = \"HMAC-SHA256\"",
+            "sign_type = \"SHA1\"",
+            "merchant.sign_type must be MD5 or HMAC-SHA256",
+        ),
+        (
+            "sandbox = false",
+            "sandbox = true",
+            "merchant.sign_type must be MD5 when wechat.sandbox = true",
+        ),
+        (
+            "environment = \"custom\"",
+            "environment = \"staging\"",
+            "wechat.environment must be",
+        ),
+        (
+            "max_attempts = 3",
+            "max_attempts = 0",
+            "wechat.max_attempts must be at least 1",
+        ),
+        ("batch = 100", "batch = 100\nsurprise = 1", "surprise"),
+    ];
+    let example = include_str!("../../examples/wxpay.toml");
+    for (from, to, message) in cases {
+        assert!(example.contains(from), "{from}");
+        let error = GatewayConfig::parse(&example.replace(from, to)).expect_err(to);
+        assert!(error.contains(message), "{to}: {error}");
+    }
+}
+
+#[test]
+fn config_check_prints_the_effective_config_with_the_key_redacted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_file(dir.path(), "http://127.0.0.1:9", 8080);
+    let out = wxpay(&["config", "check", "-c", config.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("mch_id = \"10000100\""), "{stdout}");
+    assert!(stdout.contains("api key: read from file"), "{stdout}");
+    assert!(!stdout.contains(KEY) && !text(&out.stderr).contains(KEY));
+    assert!(text(&out.stderr).contains("config ok (0 warning(s))"));
+}
+
+#[test]
+fn serve_refuses_a_component_with_extra_imports() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_file(dir.path(), "http://127.0.0.1:9", free_port());
+    let bad = dir.path().join("sockets.wasm");
+    let component =
+        wat::parse_str(r#"(component (import "wasi:sockets/tcp@0.2.6" (instance)))"#).expect("wat");
+    std::fs::write(&bad, component).expect("write");
+    let out = wxpay(&[
+        "serve",
+        "-c",
+        config.to_str().expect("utf8"),
+        "--component",
+        bad.to_str().expect("utf8"),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("wasi:sockets/tcp@0.2.6") && stderr.contains("not allowed"),
+        "{stderr}"
+    );
+}
+
+/// A running `wxpay serve`, stopped with SIGTERM when dropped.
+struct Served(Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_child(&self.0),
+            rustix::process::Signal::TERM,
+        );
+        let _ = self.0.wait();
+    }
+}
+
+fn serve(config: &Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .args(["serve", "--no-probe", "-c", config.to_str().expect("utf8")])
+        .env_remove("WXPAY_API_KEY")
+        .env(
+            "XDG_CACHE_HOME",
+            std::env::temp_dir().join("wxpay-cli-test-cache"),
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).expect("line");
+    assert!(line.contains("listening on"), "{line}");
+    Served(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_receives_the_payment_and_operators_query_close_and_list() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = config_file(dir.path(), &sim, port);
+    let c = config.to_str().expect("utf8").to_owned();
+    let run = move |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", c.as_str()]);
+        wxpay(&all)
+    };
+
+    let served = serve(&config);
+    let created = json(&run(&[
+        "order",
+        "create",
+        "--product",
+        "tea",
+        "--quantity",
+        "2",
+        "--idempotency-key",
+        "cli-1",
+    ]));
+    assert_eq!(created["state"], "pending");
+    assert_eq!(
+        created["total_fee"], 2400,
+        "the price comes from the catalog"
+    );
+    let no = created["out_trade_no"].as_str().expect("no").to_owned();
+    assert!(
+        created["code_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("weixin://"))
+    );
+
+    let http = reqwest::Client::new();
+    let paid = http
+        .post(format!("{sim}/admin/pay"))
+        .header("Content-Type", "application/json")
+        .body(format!(r#"{{"out_trade_no":"{no}"}}"#))
+        .send()
+        .await
+        .expect("pay");
+    assert!(paid.status().is_success());
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = json(&run(&["order", "show", &no]))["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if state == "paid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "paid", "the callback reached `wxpay serve`");
+    drop(served);
+
+    let listed = run(&["notifications", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listing = text(&listed.stdout);
+    assert!(
+        listing.contains(&no) && listing.contains("accepted"),
+        "{listing}"
+    );
+
+    let queried = json(&run(&["order", "query", &no]));
+    assert_eq!(queried["state"], "paid");
+
+    // Paid while no gateway listens: `order query` learns it from WeChat.
+    let second = json(&run(&[
+        "order",
+        "create",
+        "--product",
+        "tea",
+        "--idempotency-key",
+        "cli-2",
+    ]));
+    let second_no = second["out_trade_no"].as_str().expect("no").to_owned();
+    let paid = http
+        .post(format!("{sim}/admin/pay"))
+        .header("Content-Type", "application/json")
+        .body(format!(r#"{{"out_trade_no":"{second_no}"}}"#))
+        .send()
+        .await
+        .expect("pay");
+    assert!(paid.status().is_success());
+    assert_eq!(json(&run(&["order", "query", &second_no]))["state"], "paid");
+
+    let third = json(&run(&[
+        "order",
+        "create",
+        "--product",
+        "tea",
+        "--idempotency-key",
+        "cli-3",
+    ]));
+    let third_no = third["out_trade_no"].as_str().expect("no").to_owned();
+    let early = run(&["order", "close", &third_no]);
+    assert_eq!(
+        early.status.code(),
+        Some(2),
+        "WeChat refuses to close within 5 minutes"
+    );
+    assert!(
+        text(&early.stderr).contains("closeorder"),
+        "{}",
+        text(&early.stderr)
+    );
+}
+
+#[test]
+fn verify_notification_checks_against_the_stored_order_and_changes_nothing() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let sim = runtime.block_on(simulator());
+    let dir = tempfile::tempdir().expect("dir");
+    let config = config_file(dir.path(), &sim, free_port());
+    let c = config.to_str().expect("utf8");
+    let created = json(&wxpay(&[
+        "order",
+        "create",
+        "--product",
+        "tea",
+        "--idempotency-key",
+        "v-1",
+        "-c",
+        c,
+    ]));
+    let no = created["out_trade_no"].as_str().expect("no");
+
+    let mut signer = support::sandbox().instantiate().expect("instance");
+    let settings = wxpay::sandbox::signer::MerchantSettings {
+        appid: "wxd930ea5d5a258f4f".into(),
+        mch_id: "10000100".into(),
+        sign_type: wxpay::sandbox::bindings::types::SignType::HmacSha256,
+        sub_appid: None,
+        sub_mch_id: None,
+        sandbox: false,
+    };
+    let merchant = signer
+        .merchant(&settings, &support::key(KEY))
+        .expect("merchant");
+    let mut body = |total_fee: &str| {
+        let mut params: Vec<(String, String)> = [
+            ("appid", "wxd930ea5d5a258f4f"),
+            ("mch_id", "10000100"),
+            ("nonce_str", "abc"),
+            ("result_code", "SUCCESS"),
+            ("return_code", "SUCCESS"),
+            ("total_fee", total_fee),
+            ("fee_type", "CNY"),
+            ("transaction_id", "4200000000000000000000000777"),
+            ("out_trade_no", no),
+            ("openid", "o1"),
+            ("time_end", "20260101120000"),
+            ("trade_type", "NATIVE"),
+            ("sign_type", "HMAC-SHA256"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let sign = signer.sign(&merchant, &params, None).expect("sign");
+        params.push(("sign".into(), sign));
+        signer.write_xml(&params).expect("xml")
+    };
+    let genuine = dir.path().join("genuine.xml");
+    std::fs::write(&genuine, body("1200")).expect("write");
+    let wrong_amount = dir.path().join("amount.xml");
+    std::fs::write(&wrong_amount, body("1")).expect("write");
+
+    let verified = json(&wxpay(&[
+        "verify-notification",
+        genuine.to_str().expect("utf8"),
+        "-c",
+        c,
+    ]));
+    assert_eq!(verified["verified"], true);
+    assert_eq!(verified["fields"]["out_trade_no"], no);
+    let refused = wxpay(&[
+        "verify-notification",
+        wrong_amount.to_str().expect("utf8"),
+        "-c",
+        c,
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        text(&refused.stderr).contains("total_fee"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let shown = json(&wxpay(&["order", "show", no, "-c", c]));
+    assert_eq!(shown["state"], "pending", "verification changed nothing");
+    drop(runtime);
+}

@@ -1,0 +1,907 @@
+//! The gateway end to end against the simulator: orders placed, paid,
+//! notified, queried, closed and refunded; forged, duplicate and concurrent
+//! notifications; retries; reconciliation; the sandbox key flow; and the
+//! key kept out of every log line and reply.
+
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use wxpay::config::GatewayConfig;
+use wxpay::gateway::{Gateway, OrderRequest, RefundRequestInput, now_ms};
+use wxpay::sandbox::Sandbox;
+use wxpay::sandbox::bindings::types::SignType;
+use wxpay::sandbox::signer::MerchantSettings;
+use wxpay::simulator::Simulator;
+use wxpay::simulator::config::SimulatorConfig;
+use wxpay::store::{NotificationKind, OrderState, RefundState, Verdict};
+
+#[path = "support/mod.rs"]
+mod support;
+
+const APPID: &str = "wxd930ea5d5a258f4f";
+const MCH_ID: &str = "10000100";
+const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
+const SANDBOX_KEY: &str = "5a1b0c9d8e7f60514233241506f7e8d9";
+
+fn sandbox() -> Arc<Sandbox> {
+    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    Arc::clone(SANDBOX.get_or_init(|| Arc::new(Sandbox::embedded().expect("component"))))
+}
+
+/// Log lines written by every test in this binary, to search for the key.
+fn captured_logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogWriter(Arc::clone(&writer)))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one subscriber");
+        buffer
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Options {
+    key: &'static str,
+    sign_type: &'static str,
+    sandbox: bool,
+    tls: bool,
+    client_cert: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            key: KEY,
+            sign_type: "HMAC-SHA256",
+            sandbox: false,
+            tls: false,
+            client_cert: true,
+        }
+    }
+}
+
+struct Fixture {
+    sim: String,
+    gateway: Arc<Gateway>,
+    notify: SocketAddr,
+    http: reqwest::Client,
+    replies: Arc<Mutex<Vec<String>>>,
+    db: std::path::PathBuf,
+    _pki: Option<support::pki::Pki>,
+    _key: tempfile::NamedTempFile,
+    _dir: tempfile::TempDir,
+}
+
+fn simulator_config() -> SimulatorConfig {
+    let mut config = SimulatorConfig::parse(&format!(
+        "[[merchants]]\nappid = \"{APPID}\"\nmch_id = \"{MCH_ID}\"\napi_key = \"{KEY}\"\nsandbox_key = \"{SANDBOX_KEY}\"\n"
+    ))
+    .expect("simulator config");
+    config.settings.clock_scale = 60.0;
+    config.settings.timeout_delay_ms = 1_500;
+    config.settings.notify_timeout_ms = 3_000;
+    config
+}
+
+/// Products priced to pick the simulator's scenarios (see its README table).
+const PRODUCTS: &str = r#"
+[[products]]
+id = "tea"
+name = "Green tea"
+unit_price_fen = 1200
+max_quantity = 10
+[[products]]
+id = "normal"
+name = "Scenario 101"
+unit_price_fen = 101
+[[products]]
+id = "duplicate"
+name = "Scenario 102"
+unit_price_fen = 102
+[[products]]
+id = "concurrent"
+name = "Scenario 103"
+unit_price_fen = 103
+[[products]]
+id = "silent"
+name = "Scenario 105"
+unit_price_fen = 105
+[[products]]
+id = "forged"
+name = "Scenario 106"
+unit_price_fen = 106
+[[products]]
+id = "unsigned"
+name = "Scenario 107"
+unit_price_fen = 107
+[[products]]
+id = "tampered"
+name = "Scenario 108"
+unit_price_fen = 108
+[[products]]
+id = "other-app"
+name = "Scenario 109"
+unit_price_fen = 109
+[[products]]
+id = "systemerror"
+name = "Scenario 110"
+unit_price_fen = 110
+[[products]]
+id = "slow"
+name = "Scenario 111"
+unit_price_fen = 111
+"#;
+
+impl Fixture {
+    async fn start(options: Options) -> Self {
+        Self::try_start(options).await.expect("gateway")
+    }
+
+    async fn try_start(options: Options) -> Result<Self, wxpay::Error> {
+        captured_logs();
+        let sim = Simulator::new(&simulator_config()).expect("simulator");
+        let pki = options.tls.then(support::pki::pki);
+        let sim_base = match &pki {
+            Some(pki) => {
+                let addr = sim
+                    .spawn_tls("127.0.0.1:0".parse().expect("addr"), &pki.files)
+                    .await
+                    .expect("https simulator");
+                format!("https://127.0.0.1:{}", addr.port())
+            }
+            None => {
+                let addr = sim
+                    .spawn("127.0.0.1:0".parse().expect("addr"))
+                    .await
+                    .expect("simulator");
+                format!("http://127.0.0.1:{}", addr.port())
+            }
+        };
+        let dir = tempfile::tempdir().expect("dir");
+        let key = support::key_file(options.key, 0o600);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let notify = listener.local_addr().expect("addr");
+        let mut tls = String::new();
+        if let Some(pki) = &pki {
+            let ca = dir.path().join("ca.pem");
+            std::fs::write(&ca, &pki.ca_pem).expect("ca");
+            tls = format!("extra_roots = [{:?}]\n", ca.display().to_string());
+            if options.client_cert {
+                tls.push_str(&format!(
+                    "client_cert = {:?}\nclient_key = {:?}\n",
+                    pki.client_cert.display().to_string(),
+                    pki.client_key.display().to_string()
+                ));
+            }
+        }
+        let db = dir.path().join("wxpay.db");
+        let text = format!(
+            r#"
+[merchant]
+appid = "{APPID}"
+mch_id = "{MCH_ID}"
+sign_type = "{sign_type}"
+key_file = {key:?}
+
+[wechat]
+environment = "custom"
+base_url = "{sim_base}"
+sandbox = {sandbox}
+total_timeout_ms = 700
+retry_base_ms = 10
+{tls}
+[server]
+listen = "{notify}"
+public_url = "http://{notify}"
+
+[store]
+sqlite = {db:?}
+
+[reconcile]
+interval_secs = 0
+
+[component]
+cache_dir = {cache:?}
+{PRODUCTS}"#,
+            sign_type = options.sign_type,
+            sandbox = options.sandbox,
+            key = key.path().display().to_string(),
+            db = db.display().to_string(),
+            cache = dir.path().join("cache").display().to_string(),
+        );
+        let config = GatewayConfig::parse(&text).expect("gateway config");
+        let gateway = Gateway::open(config, sandbox()).await?;
+        let replies = Arc::new(Mutex::new(Vec::new()));
+        let router = wxpay::callbacks::router(Arc::clone(&gateway)).layer(
+            axum::middleware::from_fn_with_state(Arc::clone(&replies), record_reply),
+        );
+        tokio::spawn(async move {
+            axum::serve(listener, router)
+                .await
+                .expect("callback server");
+        });
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
+        Ok(Self {
+            sim: sim_base,
+            gateway,
+            notify,
+            http,
+            replies,
+            db,
+            _pki: pki,
+            _key: key,
+            _dir: dir,
+        })
+    }
+
+    fn request(&self, product: &str, key: &str) -> OrderRequest {
+        OrderRequest {
+            product_id: product.into(),
+            quantity: 1,
+            trade_type: "NATIVE".into(),
+            client_ip: "127.0.0.1".into(),
+            idempotency_key: key.into(),
+            ..OrderRequest::default()
+        }
+    }
+
+    async fn create(&self, product: &str, key: &str) -> String {
+        let created = self
+            .gateway
+            .create_order(&self.request(product, key), "test")
+            .await
+            .unwrap_or_else(|e| panic!("create {product}: {e}"));
+        assert_eq!(created.order.state, OrderState::Pending);
+        assert!(created.order.code_url.is_some(), "NATIVE gives a code_url");
+        created.order.out_trade_no
+    }
+
+    async fn admin(&self, path: &str, body: serde_json::Value) {
+        let response = self
+            .http
+            .post(format!("{}/admin/{path}", self.sim))
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("admin");
+        assert!(
+            response.status().is_success(),
+            "{:?}",
+            response.text().await
+        );
+    }
+
+    async fn pay(&self, out_trade_no: &str) {
+        self.admin(
+            "pay",
+            serde_json::json!({"out_trade_no": out_trade_no, "sandbox": self.gateway.config().wechat.sandbox}),
+        )
+        .await;
+    }
+
+    async fn order(&self, no: &str) -> wxpay::store::Order {
+        let no = no.to_owned();
+        self.gateway
+            .db(move |s| s.order(&no))
+            .await
+            .expect("store")
+            .expect("stored")
+    }
+
+    async fn wait_for(&self, no: &str, state: OrderState) -> wxpay::store::Order {
+        for _ in 0..300 {
+            let order = self.order(no).await;
+            if order.state == state {
+                return order;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "order {no} never reached {state}: {:?}",
+            self.order(no).await
+        );
+    }
+
+    async fn notifications(&self) -> Vec<wxpay::store::NotificationRecord> {
+        self.gateway
+            .db(|s| s.notifications(1000, 0))
+            .await
+            .expect("notifications")
+    }
+
+    async fn audit(&self) -> Vec<wxpay::store::AuditEvent> {
+        self.gateway
+            .db(|s| s.audit(0, 10_000))
+            .await
+            .expect("audit")
+    }
+
+    async fn post_notification(&self, path: &str, body: Vec<u8>) -> (u16, String) {
+        let response = self
+            .http
+            .post(format!("http://{}{path}", self.notify))
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("text"))
+    }
+
+    /// A genuine payment notification for `no`, signed with the key.
+    fn notification(&self, no: &str, total_fee: u64, transaction_id: &str) -> Vec<u8> {
+        let mut signer = sandbox().instantiate().expect("instance");
+        let settings = MerchantSettings {
+            appid: APPID.into(),
+            mch_id: MCH_ID.into(),
+            sign_type: SignType::HmacSha256,
+            sub_appid: None,
+            sub_mch_id: None,
+            sandbox: false,
+        };
+        let merchant = signer
+            .merchant(&settings, &support::key(KEY))
+            .expect("merchant");
+        let mut params: Vec<(String, String)> = [
+            ("appid", APPID),
+            ("mch_id", MCH_ID),
+            ("nonce_str", "n0tif1cati0n"),
+            ("result_code", "SUCCESS"),
+            ("return_code", "SUCCESS"),
+            ("openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
+            ("trade_type", "NATIVE"),
+            ("bank_type", "CMC"),
+            ("fee_type", "CNY"),
+            ("cash_fee", &total_fee.to_string()),
+            ("total_fee", &total_fee.to_string()),
+            ("transaction_id", transaction_id),
+            ("out_trade_no", no),
+            ("time_end", "20260101120000"),
+            ("sign_type", "HMAC-SHA256"),
+            ("is_subscribe", "N"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let sign = signer
+            .sign(&merchant, &params, Some(SignType::HmacSha256))
+            .expect("sign");
+        params.push(("sign".into(), sign));
+        signer.write_xml(&params).expect("xml").into_bytes()
+    }
+}
+
+/// Keeps every reply body the callback server sends, to search for the key.
+async fn record_reply(
+    axum::extract::State(replies): axum::extract::State<Arc<Mutex<Vec<String>>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let response = next.run(request).await;
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .expect("reply body");
+    replies
+        .lock()
+        .expect("replies")
+        .push(String::from_utf8_lossy(&bytes).into_owned());
+    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+}
+
+const ACK: &str = "<xml><return_code><![CDATA[SUCCESS]]></return_code><return_msg><![CDATA[OK]]></return_msg></xml>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_placed_paid_notified_queried_and_another_closed() {
+    let f = Fixture::start(Options::default()).await;
+    let no = f.create("tea", "first").await;
+    let again = f.create("tea", "first").await;
+    assert_eq!(no, again, "the same idempotency key gives the same order");
+    let conflict = f
+        .gateway
+        .create_order(&f.request("normal", "first"), "test")
+        .await;
+    assert!(
+        matches!(conflict, Err(wxpay::Error::Conflict { .. })),
+        "{conflict:?}"
+    );
+
+    f.pay(&no).await;
+    let paid = f.wait_for(&no, OrderState::Paid).await;
+    assert!(paid.transaction_id.is_some());
+    assert_eq!(paid.total_fee, 1200);
+    let queried = f.gateway.query_order(&no, "test").await.expect("query");
+    assert_eq!(queried.state, OrderState::Paid);
+    assert_eq!(
+        queried.version, paid.version,
+        "a query that learns nothing changes nothing"
+    );
+
+    let accepted: Vec<_> = f
+        .notifications()
+        .await
+        .into_iter()
+        .filter(|n| n.out_trade_no.as_deref() == Some(no.as_str()))
+        .collect();
+    assert_eq!(accepted.len(), 1, "{accepted:?}");
+    assert_eq!(accepted[0].verdict, Verdict::Accepted);
+    assert!(
+        f.audit()
+            .await
+            .iter()
+            .any(|e| e.action == "notification.payment" && e.subject == no && e.outcome == "paid")
+    );
+
+    let refused = f.gateway.close_order(&no, "test").await;
+    assert!(
+        matches!(refused, Err(wxpay::Error::Conflict { .. })),
+        "{refused:?}"
+    );
+
+    let open = f.create("tea", "second").await;
+    f.admin("clock", serde_json::json!({"advance_secs": 301}))
+        .await;
+    let closed = f.gateway.close_order(&open, "test").await.expect("close");
+    assert_eq!(closed.state, OrderState::Closed);
+    let queried = f.gateway.query_order(&open, "test").await.expect("query");
+    assert_eq!(queried.state, OrderState::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_needs_the_client_certificate_and_settles_by_notification() {
+    let f = Fixture::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    let no = f.create("tea", "refund-me").await;
+    f.pay(&no).await;
+    f.wait_for(&no, OrderState::Paid).await;
+
+    let input = |out_refund_no: &str, refund_fee| RefundRequestInput {
+        out_trade_no: no.clone(),
+        out_refund_no: out_refund_no.into(),
+        refund_fee,
+        reason: Some("customer asked".into()),
+    };
+    let too_much = f.gateway.refund(&input("R-TOO-MUCH", 1201), "test").await;
+    assert!(
+        matches!(too_much, Err(wxpay::Error::Conflict { .. })),
+        "{too_much:?}"
+    );
+
+    let refund = f
+        .gateway
+        .refund(&input("R-1", 500), "test")
+        .await
+        .expect("refund");
+    assert_eq!(refund.state, RefundState::Processing);
+    assert!(refund.refund_id.is_some());
+    assert_eq!(f.order(&no).await.state, OrderState::Refunding);
+    let again = f
+        .gateway
+        .refund(&input("R-1", 500), "test")
+        .await
+        .expect("same refund");
+    assert_eq!(again.out_refund_no, "R-1");
+    let reused = f.gateway.refund(&input("R-1", 400), "test").await;
+    assert!(
+        matches!(reused, Err(wxpay::Error::Conflict { .. })),
+        "{reused:?}"
+    );
+
+    // The simulator settles the refund after 60 simulated seconds (1 s here)
+    // and sends the encrypted refund notification.
+    f.wait_for(&no, OrderState::Refunded).await;
+    let refund = f
+        .gateway
+        .db(|s| s.refund("R-1"))
+        .await
+        .expect("store")
+        .expect("refund");
+    assert_eq!(refund.state, RefundState::Succeeded);
+    let refund_notes: Vec<_> = f
+        .notifications()
+        .await
+        .into_iter()
+        .filter(|n| n.kind == NotificationKind::Refund)
+        .collect();
+    assert!(
+        refund_notes.iter().any(|n| n.verdict == Verdict::Accepted),
+        "{refund_notes:?}"
+    );
+    let over = f.gateway.refund(&input("R-2", 701), "test").await;
+    assert!(
+        matches!(over, Err(wxpay::Error::Conflict { .. })),
+        "{over:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_client_certificate_a_refund_is_kept_for_a_retry() {
+    let f = Fixture::start(Options {
+        tls: true,
+        client_cert: false,
+        ..Options::default()
+    })
+    .await;
+    let no = f.create("tea", "no-cert").await;
+    f.pay(&no).await;
+    f.wait_for(&no, OrderState::Paid).await;
+    let input = RefundRequestInput {
+        out_trade_no: no.clone(),
+        out_refund_no: "R-NOCERT".into(),
+        refund_fee: 100,
+        reason: None,
+    };
+    let error = f
+        .gateway
+        .refund(&input, "test")
+        .await
+        .expect_err("no certificate");
+    assert!(error.to_string().contains("client certificate"), "{error}");
+    let stored = f
+        .gateway
+        .db(|s| s.refund("R-NOCERT"))
+        .await
+        .expect("store")
+        .expect("kept");
+    assert_eq!(
+        stored.state,
+        RefundState::Requested,
+        "kept to be sent again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciliation_finds_a_payment_whose_notification_never_came_and_closes_expired_orders() {
+    let f = Fixture::start(Options::default()).await;
+    let silent = f.create("silent", "silent").await;
+    f.pay(&silent).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(f.order(&silent).await.state, OrderState::Pending);
+
+    let expired = f.create("tea", "expired").await;
+    let db = f.db.clone();
+    let no = expired.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = rusqlite::Connection::open(db).expect("open");
+        conn.execute(
+            "UPDATE orders SET expires_at_ms = ?1 WHERE out_trade_no = ?2",
+            rusqlite::params![now_ms() - 1, no],
+        )
+        .expect("expire");
+    })
+    .await
+    .expect("task");
+    f.admin("clock", serde_json::json!({"advance_secs": 301}))
+        .await;
+
+    let report = f.gateway.reconcile_once(Duration::ZERO).await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(report.orders_checked, 2, "{report:?}");
+    assert_eq!(report.orders_closed, 1, "{report:?}");
+    let paid = f.order(&silent).await;
+    assert_eq!(paid.state, OrderState::Paid);
+    assert!(paid.transaction_id.is_some());
+    assert_eq!(f.order(&expired).await.state, OrderState::Closed);
+    let audit = f.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor == "reconciliation" && e.subject == silent && e.outcome == "paid")
+    );
+
+    let quiet = f.gateway.reconcile_once(Duration::ZERO).await;
+    assert_eq!(quiet.orders_checked, 0, "nothing is left open: {quiet:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemerror_and_timeouts_are_retried_with_the_same_request() {
+    let f = Fixture::start(Options::default()).await;
+    for (product, key) in [("systemerror", "se"), ("slow", "slow")] {
+        let no = f.create(product, key).await;
+        let audit = f.audit().await;
+        let created = audit
+            .iter()
+            .find(|e| e.subject == no && e.action == "order.create")
+            .expect("audited");
+        let detail: serde_json::Value = serde_json::from_str(&created.detail).expect("json");
+        assert_eq!(detail["attempts"], 2, "{product}: {detail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_notifications_are_refused_audited_and_change_nothing() {
+    let f = Fixture::start(Options::default()).await;
+    for (product, reason) in [
+        ("forged", "signature"),
+        ("unsigned", "sign"),
+        ("tampered", "signature"),
+        ("other-app", "appid"),
+    ] {
+        let no = f.create(product, product).await;
+        f.pay(&no).await;
+        let paid = f.wait_for(&no, OrderState::Paid).await;
+        assert_eq!(paid.version, 3, "{product}: created, pending, paid — once");
+        let notes: Vec<_> = f
+            .notifications()
+            .await
+            .into_iter()
+            .filter(|n| n.out_trade_no.as_deref() == Some(no.as_str()))
+            .collect();
+        let rejected: Vec<_> = notes
+            .iter()
+            .filter_map(|n| match &n.verdict {
+                Verdict::Rejected(why) => Some(why.clone()),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            rejected.iter().any(|why| why.contains(reason)),
+            "{product}: {rejected:?}"
+        );
+        assert_eq!(
+            notes
+                .iter()
+                .filter(|n| n.verdict == Verdict::Accepted)
+                .count(),
+            1,
+            "{product}"
+        );
+        assert!(
+            f.audit()
+                .await
+                .iter()
+                .any(|e| e.subject == no && e.outcome == "rejected"),
+            "{product}: audited"
+        );
+    }
+
+    // Hand-made forgeries against a pending order.
+    let no = f.create("tea", "target").await;
+    let genuine = f.notification(&no, 1200, "4200000000000000000000000001");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("malformed", b"<xml><out_trade_no>".to_vec()),
+        (
+            "doctype",
+            b"<!DOCTYPE x [<!ENTITY e 'x'>]><xml><a>&e;</a></xml>".to_vec(),
+        ),
+        (
+            "amount",
+            f.notification(&no, 1, "4200000000000000000000000002"),
+        ),
+        (
+            "unknown order",
+            f.notification("WX00000000000000000000000000UNKN", 1200, "42"),
+        ),
+        (
+            "altered after signing",
+            String::from_utf8(genuine.clone())
+                .expect("utf8")
+                .replace("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o", "attacker")
+                .into_bytes(),
+        ),
+    ];
+    for (case, body) in cases {
+        let (status, reply) = f.post_notification("/notify/pay", body).await;
+        assert_eq!(status, 200, "{case}");
+        assert!(reply.contains("FAIL"), "{case}: {reply}");
+        assert_ne!(reply, ACK, "{case}");
+        assert_eq!(f.order(&no).await.state, OrderState::Pending, "{case}");
+    }
+    let (status, _) = f
+        .post_notification("/notify/pay", vec![b'x'; 70 * 1024])
+        .await;
+    assert_eq!(status, 413, "bodies over the cap are refused unread");
+    let (status, reply) = f
+        .post_notification("/notify/refund", b"<xml></xml>".to_vec())
+        .await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("FAIL"), "{reply}");
+    assert_eq!(f.order(&no).await.version, 2, "nothing changed");
+
+    let (_, reply) = f.post_notification("/notify/pay", genuine).await;
+    assert_eq!(reply, ACK);
+    assert_eq!(f.order(&no).await.state, OrderState::Paid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_concurrent_notifications_change_the_order_once() {
+    let f = Fixture::start(Options::default()).await;
+    for product in ["duplicate", "concurrent"] {
+        let no = f.create(product, product).await;
+        f.pay(&no).await;
+        let paid = f.wait_for(&no, OrderState::Paid).await;
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let notes: Vec<_> = f
+            .notifications()
+            .await
+            .into_iter()
+            .filter(|n| n.out_trade_no.as_deref() == Some(no.as_str()))
+            .collect();
+        assert_eq!(
+            notes
+                .iter()
+                .filter(|n| n.verdict == Verdict::Accepted)
+                .count(),
+            1
+        );
+        assert!(
+            notes.iter().any(|n| n.verdict == Verdict::Duplicate),
+            "{product}: {notes:?}"
+        );
+        assert_eq!(f.order(&no).await.version, paid.version);
+    }
+
+    let no = f.create("tea", "stampede").await;
+    let body = f.notification(&no, 1200, "4200000000000000000000000099");
+    let url = format!("http://{}/notify/pay", f.notify);
+    let posts = (0..24).map(|_| {
+        let (http, url, body) = (f.http.clone(), url.clone(), body.clone());
+        async move {
+            let response = http.post(url).body(body).send().await.expect("post");
+            let status = response.status().as_u16();
+            (status, response.text().await.expect("text"))
+        }
+    });
+    let replies = futures_join_all(posts).await;
+    assert!(
+        replies
+            .iter()
+            .all(|(status, reply)| *status == 200 && reply == ACK),
+        "{replies:?}"
+    );
+    let notes: Vec<_> = f
+        .notifications()
+        .await
+        .into_iter()
+        .filter(|n| n.out_trade_no.as_deref() == Some(no.as_str()))
+        .collect();
+    assert_eq!(notes.len(), 24);
+    assert_eq!(
+        notes
+            .iter()
+            .filter(|n| n.verdict == Verdict::Accepted)
+            .count(),
+        1
+    );
+    let order = f.order(&no).await;
+    assert_eq!((order.state, order.version), (OrderState::Paid, 3));
+}
+
+/// Runs the futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: std::future::Future + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output>
+where
+    F::Output: Send,
+{
+    let mut set = tokio::task::JoinSet::new();
+    for (i, future) in futures.enumerate() {
+        set.spawn(async move { (i, future.await) });
+    }
+    let mut out: Vec<_> = set.join_all().await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, v)| v).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_key_comes_from_getsignkey() {
+    let f = Fixture::start(Options {
+        sign_type: "MD5",
+        sandbox: true,
+        ..Options::default()
+    })
+    .await;
+    let no = f.create("normal", "sandbox").await;
+    f.pay(&no).await;
+    let paid = f.wait_for(&no, OrderState::Paid).await;
+    assert!(paid.transaction_id.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_appears_in_no_log_line_and_no_reply() {
+    let f = Fixture::start(Options::default()).await;
+    let no = f.create("forged", "leak-check").await;
+    f.pay(&no).await;
+    f.wait_for(&no, OrderState::Paid).await;
+    let forged = f.notification(&no, 1, "4200000000000000000000000003");
+    let _ = f.post_notification("/notify/pay", forged).await;
+    let warnings = f.gateway.self_check(true).await;
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    let logs = String::from_utf8_lossy(&captured_logs().lock().expect("logs")).into_owned();
+    assert!(
+        logs.contains("notification rejected"),
+        "logging is captured"
+    );
+    for secret in [KEY, SANDBOX_KEY] {
+        assert!(!logs.contains(secret), "a log line holds a key");
+        for reply in f.replies.lock().expect("replies").iter() {
+            assert!(!reply.contains(secret), "a reply holds a key");
+        }
+        for event in f.audit().await {
+            assert!(!event.detail.contains(secret) && !event.outcome.contains(secret));
+        }
+    }
+    assert!(!f.replies.lock().expect("replies").is_empty());
+    assert!(!format!("{:?}", f.gateway.config()).contains(KEY));
+    assert!(!f.gateway.config().redacted_toml().contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_self_check_catches_a_key_that_does_not_fit_the_environment() {
+    // A sandbox key against production URLs: the probe's orderquery is refused.
+    let f = Fixture::start(Options {
+        key: SANDBOX_KEY,
+        ..Options::default()
+    })
+    .await;
+    let warnings = f.gateway.self_check(true).await;
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("sandbox key") && w.contains("production")),
+        "{warnings:?}"
+    );
+    assert!(warnings.iter().all(|w| !w.contains(SANDBOX_KEY)));
+
+    // Any key but the production key cannot fetch the sandbox key.
+    let refused = Fixture::try_start(Options {
+        key: SANDBOX_KEY,
+        sign_type: "MD5",
+        sandbox: true,
+        ..Options::default()
+    })
+    .await;
+    match refused {
+        Ok(_) => panic!("getsignkey accepted a sandbox key"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.contains("getsignkey"), "{message}");
+            assert!(!message.contains(SANDBOX_KEY) && !message.contains(KEY));
+        }
+    }
+    let logs = String::from_utf8_lossy(&captured_logs().lock().expect("logs")).into_owned();
+    assert!(logs.contains("needs the merchant's production APIv2 key"));
+
+    // A key of the wrong length is reported without being shown.
+    let short = Fixture::try_start(Options {
+        key: "0123456789abcdef",
+        ..Options::default()
+    })
+    .await
+    .expect("gateway starts");
+    let warnings = short.gateway.self_check(false).await;
+    assert!(
+        warnings.iter().any(|w| w.contains("16 characters")),
+        "{warnings:?}"
+    );
+}
