@@ -383,6 +383,9 @@ fn log_final(path: &str, attempts: u32, outcome: &Attempt) {
         Attempt::Transport(why) => {
             tracing::error!(path, attempts, reason = %why, "WeChat unreachable, giving up");
         }
+        Attempt::Refused(Error::Guest(types::Error::Wechat(w))) if is_state_answer(&w.code) => {
+            tracing::info!(path, attempts, err_code = %w.code, "WeChat answered with the order's state");
+        }
         Attempt::Refused(Error::Guest(types::Error::Wechat(w))) => {
             tracing::warn!(path, attempts, err_code = %w.code, description = %w.description, hint = %w.hint, "WeChat refused the request");
         }
@@ -393,6 +396,14 @@ fn log_final(path: &str, attempts: u32, outcome: &Attempt) {
             tracing::error!(path, attempts, error = %e, "WeChat's reply was not believed");
         }
     }
+}
+
+/// Codes that report where an order or refund is, not a mistake.
+fn is_state_answer(code: &str) -> bool {
+    matches!(
+        code,
+        "ORDERNOTEXIST" | "REFUNDNOTEXIST" | "ORDERPAID" | "ORDERCLOSED"
+    )
 }
 
 /// A one-line hint for the `return_code=FAIL` messages seen most.

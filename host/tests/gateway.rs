@@ -66,6 +66,8 @@ struct Options {
     sandbox: bool,
     tls: bool,
     client_cert: bool,
+    pkcs12: bool,
+    sandbox_key_ttl_secs: u64,
 }
 
 impl Default for Options {
@@ -76,6 +78,8 @@ impl Default for Options {
             sandbox: false,
             tls: false,
             client_cert: true,
+            pkcs12: false,
+            sandbox_key_ttl_secs: 3600,
         }
     }
 }
@@ -188,7 +192,12 @@ impl Fixture {
             let ca = dir.path().join("ca.pem");
             std::fs::write(&ca, &pki.ca_pem).expect("ca");
             tls = format!("extra_roots = [{:?}]\n", ca.display().to_string());
-            if options.client_cert {
+            if options.client_cert && options.pkcs12 {
+                tls.push_str(&format!(
+                    "client_pkcs12 = {:?}\n",
+                    pki.client_p12.display().to_string()
+                ));
+            } else if options.client_cert {
                 tls.push_str(&format!(
                     "client_cert = {:?}\nclient_key = {:?}\n",
                     pki.client_cert.display().to_string(),
@@ -209,6 +218,7 @@ key_file = {key:?}
 environment = "custom"
 base_url = "{sim_base}"
 sandbox = {sandbox}
+sandbox_key_ttl_secs = {ttl}
 total_timeout_ms = 700
 retry_base_ms = 10
 {tls}
@@ -227,6 +237,7 @@ cache_dir = {cache:?}
 {PRODUCTS}"#,
             sign_type = options.sign_type,
             sandbox = options.sandbox,
+            ttl = options.sandbox_key_ttl_secs,
             key = key.path().display().to_string(),
             db = db.display().to_string(),
             cache = dir.path().join("cache").display().to_string(),
@@ -475,8 +486,18 @@ async fn an_order_is_placed_paid_notified_queried_and_another_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_needs_the_client_certificate_and_settles_by_notification() {
+    refund_flow(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pkcs12_client_certificate_as_wechat_issues_it_works_too() {
+    refund_flow(true).await;
+}
+
+async fn refund_flow(pkcs12: bool) {
     let f = Fixture::start(Options {
         tls: true,
+        pkcs12,
         ..Options::default()
     })
     .await;
@@ -824,6 +845,32 @@ async fn the_sandbox_key_comes_from_getsignkey() {
     f.pay(&no).await;
     let paid = f.wait_for(&no, OrderState::Paid).await;
     assert!(paid.transaction_id.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_sandbox_key_is_fetched_again_and_every_instance_rekeyed() {
+    let f = Fixture::start(Options {
+        sign_type: "MD5",
+        sandbox: true,
+        sandbox_key_ttl_secs: 0,
+        ..Options::default()
+    })
+    .await;
+    let before = fetched_again();
+    let no = f.create("normal", "sandbox-ttl").await;
+    f.pay(&no).await;
+    f.wait_for(&no, OrderState::Paid).await;
+    let queried = f.gateway.query_order(&no, "test").await.expect("query");
+    assert_eq!(queried.state, OrderState::Paid);
+    assert!(
+        fetched_again() >= before + 2,
+        "one fetch per call with a zero TTL"
+    );
+}
+
+fn fetched_again() -> usize {
+    let logs = String::from_utf8_lossy(&captured_logs().lock().expect("logs")).into_owned();
+    logs.matches("sandbox key fetched again").count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

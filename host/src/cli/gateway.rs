@@ -209,67 +209,59 @@ const OPERATOR: &str = "operator";
 pub(super) fn order(args: &OrderArgs) -> Result<(), Error> {
     runtime()?.block_on(async {
         let gateway = args.config.gateway().await?;
-        let printed =
-            match &args.action {
-                OrderAction::Create {
-                    product,
-                    quantity,
-                    trade_type,
-                    openid,
-                    client_ip,
-                    idempotency_key,
-                    note,
-                } => {
-                    let request = OrderRequest {
-                        product_id: product.clone(),
-                        quantity: *quantity,
-                        trade_type: trade_type.clone(),
-                        payer_openid: openid.clone(),
-                        client_ip: client_ip.clone(),
-                        idempotency_key: idempotency_key.clone(),
-                        note: note.clone(),
-                        scene_info: None,
-                        agent_id: None,
-                    };
-                    let created = gateway.create_order(&request, OPERATOR).await?;
-                    let mut value = order_json(&created.order);
-                    value["fee_estimate_fen"] = json!(created.fee_estimate_fen);
-                    if let Some(params) = created.client_params {
-                        value["client_params"] = pairs_json(params);
-                    }
-                    value
+        let printed = match &args.action {
+            OrderAction::Create {
+                product,
+                quantity,
+                trade_type,
+                openid,
+                client_ip,
+                idempotency_key,
+                note,
+            } => {
+                let request = OrderRequest {
+                    product_id: product.clone(),
+                    quantity: *quantity,
+                    trade_type: trade_type.clone(),
+                    payer_openid: openid.clone(),
+                    client_ip: client_ip.clone(),
+                    idempotency_key: idempotency_key.clone(),
+                    note: note.clone(),
+                    scene_info: None,
+                    agent_id: None,
+                };
+                let created = gateway.create_order(&request, OPERATOR).await?;
+                let mut value = order_json(&created.order);
+                value["fee_estimate_fen"] = json!(created.fee_estimate_fen);
+                if let Some(params) = created.client_params {
+                    value["client_params"] = pairs_json(params);
                 }
-                OrderAction::Query { out_trade_no } => {
-                    order_json(&gateway.query_order(out_trade_no, OPERATOR).await?)
-                }
-                OrderAction::Show { out_trade_no } => {
-                    let no = out_trade_no.clone();
-                    let order = gateway.db(move |s| s.order(&no)).await?.ok_or_else(|| {
-                        Error::NotFound {
-                            what: "order",
-                            id: out_trade_no.clone(),
-                        }
-                    })?;
-                    order_json(&order)
-                }
-                OrderAction::Close { out_trade_no } => {
-                    order_json(&gateway.close_order(out_trade_no, OPERATOR).await?)
-                }
-                OrderAction::Refund {
-                    out_trade_no,
-                    amount,
-                    out_refund_no,
-                    reason,
-                } => {
-                    let input = RefundRequestInput {
-                        out_trade_no: out_trade_no.clone(),
-                        out_refund_no: out_refund_no.clone(),
-                        refund_fee: *amount,
-                        reason: reason.clone(),
-                    };
-                    refund_json(&gateway.refund(&input, OPERATOR).await?)
-                }
-            };
+                value
+            }
+            OrderAction::Query { out_trade_no } => {
+                order_json(&gateway.query_order(out_trade_no, OPERATOR).await?)
+            }
+            OrderAction::Show { out_trade_no } => {
+                order_json(&gateway.stored_order(out_trade_no).await?)
+            }
+            OrderAction::Close { out_trade_no } => {
+                order_json(&gateway.close_order(out_trade_no, OPERATOR).await?)
+            }
+            OrderAction::Refund {
+                out_trade_no,
+                amount,
+                out_refund_no,
+                reason,
+            } => {
+                let input = RefundRequestInput {
+                    out_trade_no: out_trade_no.clone(),
+                    out_refund_no: out_refund_no.clone(),
+                    refund_fee: *amount,
+                    reason: reason.clone(),
+                };
+                refund_json(&gateway.refund(&input, OPERATOR).await?)
+            }
+        };
         print_json(&printed)
     })
 }

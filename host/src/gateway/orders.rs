@@ -74,6 +74,17 @@ fn field<'a>(fields: &'a Pairs, name: &str) -> Option<&'a str> {
 }
 
 impl Gateway {
+    /// The stored order, or [`Error::NotFound`].
+    pub async fn stored_order(&self, out_trade_no: &str) -> Result<Order, Error> {
+        let no = out_trade_no.to_owned();
+        self.db(move |s| s.order(&no))
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "order",
+                id: out_trade_no.to_owned(),
+            })
+    }
+
     /// Places an order: validates it against the catalog, stores it, sends
     /// unifiedorder, and stores the prepay id.
     pub async fn create_order(
@@ -262,14 +273,7 @@ impl Gateway {
 
     /// Asks WeChat about an order and applies the answer.
     pub async fn query_order(&self, out_trade_no: &str, actor: &str) -> Result<Order, Error> {
-        let no = out_trade_no.to_owned();
-        let order = self
-            .db(move |s| s.order(&no))
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "order",
-                id: out_trade_no.to_owned(),
-            })?;
+        let order = self.stored_order(out_trade_no).await?;
         let by = match &order.transaction_id {
             Some(id) => OrderRef::TransactionId(id.clone()),
             None => OrderRef::OutTradeNo(order.out_trade_no.clone()),
@@ -385,14 +389,7 @@ impl Gateway {
 
     /// Closes an unpaid order at WeChat, then in the store.
     pub async fn close_order(&self, out_trade_no: &str, actor: &str) -> Result<Order, Error> {
-        let no = out_trade_no.to_owned();
-        let order = self
-            .db(move |s| s.order(&no))
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "order",
-                id: out_trade_no.to_owned(),
-            })?;
+        let order = self.stored_order(out_trade_no).await?;
         if !matches!(order.state, OrderState::Created | OrderState::Pending) {
             return Err(Error::Conflict {
                 what: "order",
@@ -458,14 +455,7 @@ impl Gateway {
     /// against what is left of the order) before it is sent; sending it
     /// again with the same `out_refund_no` is safe.
     pub async fn refund(&self, input: &RefundRequestInput, actor: &str) -> Result<Refund, Error> {
-        let no = input.out_trade_no.clone();
-        let order = self
-            .db(move |s| s.order(&no))
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "order",
-                id: input.out_trade_no.clone(),
-            })?;
+        let order = self.stored_order(&input.out_trade_no).await?;
         if !order.state.is_paid() {
             return Err(Error::Conflict {
                 what: "order",

@@ -13,6 +13,9 @@ pub struct Pki {
     /// The client certificate and key as separate PEM files.
     pub client_cert: std::path::PathBuf,
     pub client_key: std::path::PathBuf,
+    /// The client certificate and key as WeChat ships them: PKCS#12 with
+    /// legacy encryption (3DES, SHA-1 MAC), the merchant id as password.
+    pub client_p12: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -44,14 +47,42 @@ pub fn pki() -> Pki {
         key: write(dir.path(), "server.key", &server_key.serialize_pem()),
         client_ca: write(dir.path(), "ca.pem", &ca.pem()),
     };
+    let client_p12 = dir.path().join("apiclient_cert.p12");
+    std::fs::write(
+        &client_p12,
+        legacy_p12(client.der(), &client_key.serialize_der()),
+    )
+    .expect("write p12");
     Pki {
         ca_pem: ca.pem(),
         files,
         client_identity_pem: format!("{}{}", client.pem(), client_key.serialize_pem()),
         client_cert: write(dir.path(), "client.pem", &client.pem()),
         client_key: write(dir.path(), "client.key", &client_key.serialize_pem()),
+        client_p12,
         _dir: dir,
     }
+}
+
+/// A WeChat-style `apiclient_cert.p12`, password `10000100`.
+fn legacy_p12(cert_der: &[u8], key_der: &[u8]) -> Vec<u8> {
+    use p12_keystore::{
+        Certificate, EncryptionAlgorithm, KeyStore, KeyStoreEntry, MacAlgorithm, PrivateKey,
+        PrivateKeyChain,
+    };
+    let key = PrivateKey::from_der(key_der).expect("PKCS#8 key");
+    let cert = Certificate::from_der(cert_der).expect("certificate");
+    let mut store = KeyStore::new();
+    store.add_entry(
+        "merchant",
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new("merchant", key, [cert])),
+    );
+    store
+        .writer("10000100")
+        .encryption_algorithm(EncryptionAlgorithm::PbeWithShaAnd3KeyTripleDesCbc)
+        .mac_algorithm(MacAlgorithm::HmacSha1)
+        .write()
+        .expect("write PKCS#12")
 }
 
 pub fn client(pki: &Pki, with_identity: bool) -> reqwest::Client {
