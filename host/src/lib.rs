@@ -21,6 +21,7 @@
 //!   `verify-notification`, `config`, `inspect`, `sign`, `verify`,
 //!   `explain`, `simulate`).
 
+pub mod agents;
 pub mod callbacks;
 pub mod cli;
 pub mod config;

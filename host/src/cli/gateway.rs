@@ -38,11 +38,11 @@ pub(super) struct ConfigArgs {
 }
 
 impl ConfigArgs {
-    fn load(&self) -> Result<GatewayConfig, Error> {
+    pub(super) fn load(&self) -> Result<GatewayConfig, Error> {
         GatewayConfig::load(&self.config)
     }
 
-    async fn gateway(&self) -> Result<Arc<Gateway>, Error> {
+    pub(super) async fn gateway(&self) -> Result<Arc<Gateway>, Error> {
         let config = self.load()?;
         let sandbox = load_sandbox(&config, self.component.as_deref())?;
         Gateway::open(config, Arc::new(sandbox)).await
@@ -100,7 +100,9 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
             .map_err(|e| Error::input(listen.to_string(), e))?;
         println!("wxpay gateway listening on http://{bound}");
         tracing::info!(%bound, notify_url = %gateway.config().pay_notify_url(), "serving");
-        axum::serve(listener, callbacks::router(gateway))
+        let app =
+            callbacks::router(Arc::clone(&gateway)).merge(crate::agents::api::router(gateway));
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| Error::input("server", e))?;
@@ -131,7 +133,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -302,7 +304,7 @@ fn pairs_json(pairs: crate::sandbox::signer::Pairs) -> serde_json::Value {
         .into()
 }
 
-fn print_json(value: &serde_json::Value) -> Result<(), Error> {
+pub(super) fn print_json(value: &serde_json::Value) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::input("output", e))?;
     println!("{text}");
     Ok(())

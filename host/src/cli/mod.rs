@@ -5,6 +5,7 @@
 //! argument value. Exit status: 0 success, 1 the component refused the
 //! input (bad signature, bad field), 2 anything else (usage, files).
 
+mod agents;
 mod gateway;
 mod inspect;
 mod messages;
@@ -51,6 +52,12 @@ enum Command {
     VerifyNotification(gateway::VerifyNotificationArgs),
     /// Check the gateway configuration and print it with secrets redacted.
     Config(gateway::ConfigCommandArgs),
+    /// Add, list or revoke agents and their grants.
+    Agents(agents::AgentsArgs),
+    /// List, approve or deny payments and refunds waiting for a person.
+    Approvals(agents::ApprovalsArgs),
+    /// Print the append-only audit log.
+    Audit(agents::AuditArgs),
 }
 
 /// Options shared by commands that run the component.
@@ -153,6 +160,9 @@ pub fn run() -> ExitCode {
         Command::Notifications(args) => gateway::notifications(args),
         Command::VerifyNotification(args) => gateway::verify_notification(args),
         Command::Config(args) => gateway::config(args),
+        Command::Agents(args) => agents::agents(args),
+        Command::Approvals(args) => agents::approvals(args),
+        Command::Audit(args) => agents::audit_log(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

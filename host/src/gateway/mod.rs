@@ -48,6 +48,7 @@ pub struct Gateway {
     catalog: Vec<Product>,
     policy: Policy,
     sandbox_key: Option<SandboxKey>,
+    changes: tokio::sync::Notify,
 }
 
 impl Gateway {
@@ -93,6 +94,7 @@ impl Gateway {
             catalog,
             policy,
             sandbox_key,
+            changes: tokio::sync::Notify::new(),
         }))
     }
 
@@ -133,6 +135,13 @@ impl Gateway {
             .map_err(Error::from)
     }
 
+    /// Woken after every audited event — every state change is audited —
+    /// so a long-poll can wait for a payment to move. Changes made by
+    /// another process are not seen here; waiters also poll.
+    pub fn changes(&self) -> &tokio::sync::Notify {
+        &self.changes
+    }
+
     /// Appends to the audit log. A failure to audit is an error: an action
     /// that cannot be audited is not reported as done.
     pub async fn audit(
@@ -151,7 +160,9 @@ impl Gateway {
             outcome: outcome.to_owned(),
             detail: detail.to_string(),
         };
-        self.db(move |s| s.append_audit(&event)).await.map(|_| ())
+        let appended = self.db(move |s| s.append_audit(&event)).await.map(|_| ());
+        self.changes.notify_waiters();
+        appended
     }
 
     /// Signs with `build`, sends, and returns the verified reply.

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{Gateway, beijing_time, now_ms, parse_beijing_time, wechat_code};
 use crate::error::Error;
-use crate::sandbox::bindings::keyless::OrderIntent;
+use crate::sandbox::bindings::keyless::{OrderIntent, ValidatedOrder};
 use crate::sandbox::bindings::merchant_api::{OrderRef, RefundRequest, UnifiedOrder};
 use crate::sandbox::signer::Pairs;
 use crate::store::{
@@ -20,7 +20,7 @@ use crate::store::{
 };
 
 /// What an operator or an agent asks for. The price is not part of it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct OrderRequest {
     /// Catalog product.
     pub product_id: String,
@@ -54,7 +54,7 @@ pub struct CreatedOrder {
 }
 
 /// A refund as asked for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RefundRequestInput {
     /// The order.
     pub out_trade_no: String,
@@ -92,6 +92,26 @@ impl Gateway {
         request: &OrderRequest,
         actor: &str,
     ) -> Result<CreatedOrder, Error> {
+        let validated = self.validate(request, actor).await?;
+        let fresh = self.order_record(request, &validated);
+        let insert = fresh.clone();
+        let order = match self.db(move |s| s.insert_order(&insert)).await? {
+            Inserted::New => fresh,
+            Inserted::Exists(existing) => {
+                same_request(&existing, &fresh)?;
+                existing
+            }
+        };
+        self.place(order, &validated, actor).await
+    }
+
+    /// Checks a request against the catalog and policy in the component;
+    /// a refusal is audited.
+    pub async fn validate(
+        &self,
+        request: &OrderRequest,
+        actor: &str,
+    ) -> Result<ValidatedOrder, Error> {
         let namespace = request.agent_id.as_deref().unwrap_or("operator");
         let intent = OrderIntent {
             product_id: request.product_id.clone(),
@@ -107,23 +127,24 @@ impl Gateway {
             s.instance
                 .validate_order(&intent, &self.catalog, self.policy)
         });
-        let validated = match validated {
-            Ok(v) => v,
-            Err(e) => {
-                self.audit(
-                    actor,
-                    "order.create",
-                    &request.product_id,
-                    "refused",
-                    json!({"reason": e.to_string()}),
-                )
-                .await?;
-                return Err(e);
-            }
-        };
+        if let Err(e) = &validated {
+            self.audit(
+                actor,
+                "order.create",
+                &request.product_id,
+                "refused",
+                json!({"reason": e.to_string()}),
+            )
+            .await?;
+        }
+        validated
+    }
+
+    /// The order to store for a validated request, in state Created.
+    pub fn order_record(&self, request: &OrderRequest, validated: &ValidatedOrder) -> Order {
         let now = now_ms();
         let settings = self.signers.settings();
-        let fresh = Order {
+        Order {
             out_trade_no: validated.out_trade_no.clone(),
             mch_id: settings.mch_id.clone(),
             appid: settings.appid.clone(),
@@ -144,20 +165,20 @@ impl Gateway {
             expires_at_ms: now + i64::from(validated.expiry_minutes) * 60_000,
             paid_at_ms: None,
             version: 1,
-        };
-        let insert = fresh.clone();
-        let order = match self.db(move |s| s.insert_order(&insert)).await? {
-            Inserted::New => fresh,
-            Inserted::Exists(existing) => {
-                same_request(&existing, &fresh)?;
-                if existing.state != OrderState::Created {
-                    return self
-                        .finish_created(existing, validated.fee_estimate_fen)
-                        .await;
-                }
-                existing
-            }
-        };
+        }
+    }
+
+    /// Sends unifiedorder for a stored order still in Created, and stores
+    /// the prepay id; an order already past Created is returned as it is.
+    pub async fn place(
+        &self,
+        order: Order,
+        validated: &ValidatedOrder,
+        actor: &str,
+    ) -> Result<CreatedOrder, Error> {
+        if order.state != OrderState::Created {
+            return self.finish_created(order, validated.fee_estimate_fen).await;
+        }
         let unified = UnifiedOrder {
             body: validated.body.clone(),
             out_trade_no: order.out_trade_no.clone(),

@@ -39,12 +39,16 @@
 //! bodies are kept as received (they carry a signature, not the key);
 //! errors name operations, tables and fields, never stored values.
 
+mod agents;
 mod error;
 mod rows;
 mod schema;
 pub mod sqlite;
 mod types;
 
+pub use self::agents::{
+    Admission, AgentRecord, Approval, ApprovalInput, ApprovalKind, ApprovalState, SpendLimit,
+};
 pub use self::error::StoreError;
 pub use self::sqlite::{SqliteSettings, SqliteStore};
 pub use self::types::{
@@ -196,4 +200,61 @@ pub trait Store: Send + Sync {
     /// is Requested or Processing, else Refunded if any Succeeded, else
     /// Paid. Orders that are not paid are left alone. Returns the order.
     fn settle_order(&self, out_trade_no: &str, at_ms: i64) -> StoreResult<Option<Order>>;
+
+    /// Stores a new agent. Returns false, writing nothing, when its id or
+    /// token hash is taken.
+    fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<bool>;
+
+    /// The agent whose token hashes to `token_sha256`.
+    fn agent_by_token(&self, token_sha256: &str) -> StoreResult<Option<AgentRecord>>;
+
+    /// The agent with this id.
+    fn agent(&self, agent_id: &str) -> StoreResult<Option<AgentRecord>>;
+
+    /// Every agent, oldest first.
+    fn agents(&self) -> StoreResult<Vec<AgentRecord>>;
+
+    /// Revokes an agent (once; a second revocation keeps the first time).
+    /// Returns the agent as it is now.
+    fn revoke_agent(&self, agent_id: &str, at_ms: i64) -> StoreResult<Option<AgentRecord>>;
+
+    /// What the agent has committed since `since_ms`, in fen: its orders
+    /// not closed or failed, plus its payments waiting for approval.
+    fn agent_spend(&self, agent_id: &str, since_ms: i64) -> StoreResult<u64>;
+
+    /// An agent's payment, in one atomic step: unless an order with the
+    /// same number (or agent and idempotency key) or an approval for the
+    /// same number exists, and unless `limit` would be exceeded by
+    /// `order.total_fee`, stores the order — or, when `approval` is given,
+    /// the approval request instead. Two concurrent calls cannot together
+    /// pass the limit.
+    fn admit_agent_payment(
+        &self,
+        order: &Order,
+        approval: Option<&ApprovalInput>,
+        limit: Option<SpendLimit>,
+    ) -> StoreResult<Admission>;
+
+    /// Stores an approval request unless one exists for the same kind and
+    /// subject (returned, nothing written).
+    fn insert_approval(&self, approval: &ApprovalInput) -> StoreResult<Inserted<Approval>>;
+
+    /// The approval for a payment or refund number.
+    fn approval(&self, kind: ApprovalKind, subject: &str) -> StoreResult<Option<Approval>>;
+
+    /// The approval with this id.
+    fn approval_by_id(&self, id: i64) -> StoreResult<Option<Approval>>;
+
+    /// Up to `limit` approvals, in one state or all, oldest first.
+    fn approvals(&self, state: Option<ApprovalState>, limit: u32) -> StoreResult<Vec<Approval>>;
+
+    /// Moves a pending approval to Approved or Denied (compare-and-set).
+    fn decide_approval(
+        &self,
+        id: i64,
+        to: ApprovalState,
+        decided_by: &str,
+        reason: Option<&str>,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Approval>>;
 }

@@ -28,10 +28,48 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         sql: V2_REFUND_RECONCILIATION,
     },
+    Migration {
+        version: 3,
+        sql: V3_AGENTS,
+    },
 ];
 
 /// The highest schema version this build knows.
-pub(crate) const KNOWN_VERSION: i64 = 2;
+pub(crate) const KNOWN_VERSION: i64 = 3;
+
+/// Agents with their grants, and the approval queue. A payment or refund
+/// waiting for a human lives in `approvals` (with the request that will be
+/// sent when approved) and becomes an order or refund only when approved.
+const V3_AGENTS: &str = "
+CREATE TABLE agents (
+    agent_id      TEXT PRIMARY KEY NOT NULL,
+    name          TEXT NOT NULL,
+    token_sha256  TEXT NOT NULL UNIQUE,
+    grant_json    TEXT NOT NULL CHECK (json_valid(grant_json)),
+    created_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER,
+    revoked_at_ms INTEGER
+) STRICT;
+
+CREATE TABLE approvals (
+    id              INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind            TEXT NOT NULL CHECK (kind IN ('payment', 'refund')),
+    subject         TEXT NOT NULL,
+    agent_id        TEXT NOT NULL,
+    amount_fen      INTEGER NOT NULL CHECK (amount_fen >= 0),
+    request_json    TEXT NOT NULL CHECK (json_valid(request_json)),
+    state           TEXT NOT NULL CHECK (state IN ('pending', 'approved', 'denied')),
+    reason          TEXT,
+    decided_by      TEXT,
+    requested_at_ms INTEGER NOT NULL,
+    decided_at_ms   INTEGER,
+    UNIQUE (kind, subject)
+) STRICT;
+CREATE INDEX approvals_state ON approvals (state, id);
+
+-- Budgets: an agent's orders in a time window.
+CREATE INDEX orders_agent_created ON orders (agent_id, created_at_ms);
+";
 
 /// Reconciliation lists refunds by state and age, as it does orders.
 const V2_REFUND_RECONCILIATION: &str = "

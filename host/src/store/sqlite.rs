@@ -13,6 +13,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Params, Row, Transaction, TransactionBehavior, params};
 
+use super::agents::{
+    self, AGENT_COLUMNS, APPROVAL_COLUMNS, Admission, AgentRecord, Approval, ApprovalInput,
+    ApprovalKind, ApprovalState, SpendLimit,
+};
 use super::error::{SqlContext as _, StoreError};
 use super::rows::{
     self, AUDIT_COLUMNS, NOTIFICATION_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, to_sql_int,
@@ -745,5 +749,151 @@ impl Store for SqliteStore {
 
     fn settle_order(&self, out_trade_no: &str, at_ms: i64) -> StoreResult<Option<Order>> {
         self.write(|tx| settle_order_in(tx, out_trade_no, at_ms))
+    }
+
+    fn insert_agent(&self, agent: &AgentRecord) -> StoreResult<bool> {
+        self.write(|tx| {
+            let inserted = tx
+                .prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+                ))
+                .and_then(|mut stmt| {
+                    stmt.execute(params![
+                        agent.agent_id,
+                        agent.name,
+                        agent.token_sha256,
+                        agent.grant_json,
+                        agent.created_at_ms,
+                        agent.expires_at_ms,
+                        agent.revoked_at_ms,
+                    ])
+                })
+                .ctx("insert agent")?;
+            Ok(inserted == 1)
+        })
+    }
+
+    fn agent_by_token(&self, token_sha256: &str) -> StoreResult<Option<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE token_sha256 = ?1");
+        query_one(
+            &self.conn(),
+            "read agent",
+            &sql,
+            params![token_sha256],
+            agents::agent_row,
+        )
+    }
+
+    fn agent(&self, agent_id: &str) -> StoreResult<Option<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1");
+        query_one(
+            &self.conn(),
+            "read agent",
+            &sql,
+            params![agent_id],
+            agents::agent_row,
+        )
+    }
+
+    fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
+        let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at_ms, agent_id");
+        query_all(&self.conn(), "list agents", &sql, [], agents::agent_row)
+    }
+
+    fn revoke_agent(&self, agent_id: &str, at_ms: i64) -> StoreResult<Option<AgentRecord>> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "UPDATE agents SET revoked_at_ms = ?2 WHERE agent_id = ?1 AND revoked_at_ms IS NULL",
+            )
+            .and_then(|mut stmt| stmt.execute(params![agent_id, at_ms]))
+            .ctx("revoke agent")?;
+            let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1");
+            query_one(tx, "read agent", &sql, params![agent_id], agents::agent_row)
+        })
+    }
+
+    fn agent_spend(&self, agent_id: &str, since_ms: i64) -> StoreResult<u64> {
+        agents::spent_since(&self.conn(), agent_id, since_ms)
+    }
+
+    fn admit_agent_payment(
+        &self,
+        order: &Order,
+        approval: Option<&ApprovalInput>,
+        limit: Option<SpendLimit>,
+    ) -> StoreResult<Admission> {
+        let total_fee = to_sql_int(order.total_fee, "total_fee")?;
+        self.write(|tx| {
+            if let Some(found) = existing_order(tx, order)? {
+                return Ok(Admission::OrderExists(found));
+            }
+            if let Some(found) =
+                agents::select_approval(tx, ApprovalKind::Payment, &order.out_trade_no)?
+            {
+                return Ok(Admission::ApprovalExists(found));
+            }
+            if let (Some(limit), Some(agent)) = (limit, order.agent_id.as_deref()) {
+                let spent = agents::spent_since(tx, agent, limit.since_ms)?;
+                let after = spent.checked_add(order.total_fee);
+                if after.is_none_or(|after| after > limit.limit_fen) {
+                    return Ok(Admission::OverBudget { spent_fen: spent });
+                }
+            }
+            match approval {
+                Some(approval) => {
+                    let id = agents::insert_approval_row(tx, approval)?;
+                    let stored = agents::select_approval_by_id(tx, id)?.ok_or_else(|| {
+                        StoreError::corrupt("approvals", "an inserted approval is missing")
+                    })?;
+                    Ok(Admission::AwaitingApproval(stored))
+                }
+                None => {
+                    insert_order_row(tx, order, total_fee)?;
+                    Ok(Admission::Ordered)
+                }
+            }
+        })
+    }
+
+    fn insert_approval(&self, approval: &ApprovalInput) -> StoreResult<Inserted<Approval>> {
+        self.write(|tx| {
+            if let Some(found) = agents::select_approval(tx, approval.kind, &approval.subject)? {
+                return Ok(Inserted::Exists(found));
+            }
+            agents::insert_approval_row(tx, approval)?;
+            Ok(Inserted::New)
+        })
+    }
+
+    fn approval(&self, kind: ApprovalKind, subject: &str) -> StoreResult<Option<Approval>> {
+        agents::select_approval(&self.conn(), kind, subject)
+    }
+
+    fn approval_by_id(&self, id: i64) -> StoreResult<Option<Approval>> {
+        agents::select_approval_by_id(&self.conn(), id)
+    }
+
+    fn approvals(&self, state: Option<ApprovalState>, limit: u32) -> StoreResult<Vec<Approval>> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ?1 IS NULL OR state = ?1 ORDER BY id LIMIT ?2"
+        );
+        query_all(
+            &self.conn(),
+            "list approvals",
+            &sql,
+            params![state.map(ApprovalState::as_str), limit],
+            agents::approval_row,
+        )
+    }
+
+    fn decide_approval(
+        &self,
+        id: i64,
+        to: ApprovalState,
+        decided_by: &str,
+        reason: Option<&str>,
+        at_ms: i64,
+    ) -> StoreResult<Transition<Approval>> {
+        self.write(|tx| agents::decide(tx, id, to, decided_by, reason, at_ms))
     }
 }

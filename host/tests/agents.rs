@@ -1,0 +1,416 @@
+//! The agent API end to end: an agent holding only a token starts, tracks
+//! and refunds payments, and every guardrail refuses what it must — before
+//! anything is signed — and is audited.
+
+// Test helpers report a failure by panicking.
+#![allow(clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use wxpay::agents::{Capability, Grant};
+use wxpay::gateway::now_ms;
+use wxpay::store::{ApprovalKind, ApprovalState, OrderState};
+
+#[path = "support/fixture.rs"]
+mod fixture;
+#[path = "support/mod.rs"]
+mod support;
+
+use fixture::{Fixture, Options};
+
+fn grant(capabilities: &[Capability]) -> Grant {
+    Grant {
+        capabilities: capabilities.iter().copied().collect::<BTreeSet<_>>(),
+        products: vec!["tea".into(), "normal".into()],
+        per_payment_cap_fen: 5_000,
+        daily_budget_fen: 100_000,
+        approval_threshold_fen: None,
+        refunds_need_approval: true,
+    }
+}
+
+const ALL: &[Capability] = &[
+    Capability::Create,
+    Capability::Read,
+    Capability::Close,
+    Capability::Refund,
+];
+
+fn intent(product: &str, quantity: u32, key: &str) -> Value {
+    json!({"product_id": product, "quantity": quantity, "idempotency_key": key})
+}
+
+async fn create(f: &Fixture, token: &str, body: Value) -> (u16, Value) {
+    f.api(token, Method::POST, "/v1/payments", Some(body)).await
+}
+
+fn code(reply: &(u16, Value)) -> (u16, &str) {
+    (
+        reply.0,
+        reply.1["error"]["code"].as_str().unwrap_or("<none>"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_starts_a_payment_waits_for_the_callback_and_resumes() {
+    let f = Fixture::start(Options::default()).await;
+    let token = f.agent("shop-bot", &grant(ALL), None).await;
+
+    let (status, products) = f.api(&token, Method::GET, "/v1/products", None).await;
+    assert_eq!(status, 200, "{products}");
+    let ids: Vec<_> = products["products"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| p["product_id"].as_str().expect("id").to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        ["tea", "normal"],
+        "only the granted products are listed"
+    );
+
+    let (status, payment) = create(&f, &token, intent("tea", 2, "order-1")).await;
+    assert_eq!(status, 200, "{payment}");
+    assert_eq!(payment["status"], "payment_pending");
+    assert_eq!(payment["amount_fen"], 2400, "the catalog sets the price");
+    assert_eq!(payment["fee_estimate_fen"], 14);
+    assert!(
+        payment["code_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("weixin://"))
+    );
+    assert!(
+        payment["qr_svg"]
+            .as_str()
+            .is_some_and(|svg| svg.contains("<svg"))
+    );
+    assert!(payment["expires_at"].as_str().is_some());
+    let id = payment["payment_id"].as_str().expect("id").to_owned();
+
+    let (_, again) = create(&f, &token, intent("tea", 2, "order-1")).await;
+    assert_eq!(again["payment_id"], id.as_str(), "same key, same payment");
+    let conflict = create(&f, &token, intent("tea", 3, "order-1")).await;
+    assert_eq!(code(&conflict), (409, "idempotency_conflict"));
+
+    let (status, unchanged) = f
+        .api(
+            &token,
+            Method::GET,
+            &format!("/v1/payments/{id}/wait?timeout_s=1"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, unchanged["status"].as_str()),
+        (200, Some("payment_pending"))
+    );
+
+    let waiter = {
+        let (http, url, token) = (
+            f.http.clone(),
+            format!("http://{}/v1/payments/{id}/wait?timeout_s=20", f.notify),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let reply: Value = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("wait")
+                .text()
+                .await
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .expect("json");
+            (reply, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.pay(&id).await;
+    let (resumed, waited) = waiter.await.expect("waiter");
+    assert_eq!(resumed["status"], "paid", "{resumed}");
+    assert!(resumed["transaction_id"].as_str().is_some());
+    assert!(
+        waited < Duration::from_secs(10),
+        "woken by the callback, not the timeout: {waited:?}"
+    );
+
+    let audit = f.audit().await;
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.actor == "agent:shop-bot" && e.action == "order.create" && e.subject == id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_guardrail_refuses_before_anything_is_signed_and_is_audited() {
+    let f = Fixture::start(Options::default()).await;
+    let reader = f.agent("reader", &grant(&[Capability::Read]), None).await;
+    let refused = create(&f, &reader, intent("tea", 1, "k")).await;
+    assert_eq!(code(&refused), (403, "capability_missing"));
+
+    let seller = f.agent("seller", &grant(ALL), None).await;
+    let wrong_product = create(&f, &seller, intent("silent", 1, "k1")).await;
+    assert_eq!(code(&wrong_product), (403, "product_not_allowed"));
+    assert_eq!(wrong_product.1["error"]["field"], "product_id");
+    let over_cap = create(&f, &seller, intent("tea", 5, "k2")).await;
+    assert_eq!(code(&over_cap), (403, "over_cap"));
+    let invalid = create(&f, &seller, intent("tea", 0, "k3")).await;
+    assert_eq!(code(&invalid), (422, "invalid_field"));
+    assert_eq!(invalid.1["error"]["field"], "quantity", "{}", invalid.1);
+    let unknown_field = create(
+        &f,
+        &seller,
+        json!({"product_id": "tea", "idempotency_key": "k4", "price_fen": 1}),
+    )
+    .await;
+    assert_eq!(code(&unknown_field), (422, "invalid_json"));
+    assert!(
+        unknown_field.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("price_fen"))
+    );
+
+    let expired = f.agent("expired", &grant(ALL), Some(now_ms() - 1)).await;
+    assert_eq!(
+        code(&create(&f, &expired, intent("tea", 1, "k")).await),
+        (401, "token_expired")
+    );
+    let revoked = f.agent("revoked", &grant(ALL), None).await;
+    let gone = f
+        .gateway
+        .db(|s| s.revoke_agent("revoked", now_ms()))
+        .await
+        .expect("revoke");
+    assert!(gone.is_some_and(|a| a.revoked_at_ms.is_some()));
+    assert_eq!(
+        code(&create(&f, &revoked, intent("tea", 1, "k")).await),
+        (401, "token_revoked")
+    );
+    assert_eq!(
+        code(&create(&f, "wxpa_not-a-token", intent("tea", 1, "k")).await),
+        (401, "unauthorized")
+    );
+    let (status, _) = f
+        .http
+        .post(format!("http://{}/v1/payments", f.notify))
+        .body(intent("tea", 1, "k").to_string())
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), ()))
+        .expect("no token");
+    assert_eq!(status, 401);
+
+    let orders = f
+        .gateway
+        .db(|s| s.orders_in_state(&OrderState::ALL, i64::MAX, 100))
+        .await
+        .expect("orders");
+    assert!(
+        orders.is_empty(),
+        "no refused request reached the store: {orders:?}"
+    );
+    let audit = f.audit().await;
+    for (actor, code) in [
+        ("agent:reader", "capability_missing"),
+        ("agent:seller", "product_not_allowed"),
+        ("agent:seller", "over_cap"),
+        ("agent:expired", "token_expired"),
+        ("agent:revoked", "token_revoked"),
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|e| e.actor == actor && e.outcome == "refused" && e.detail.contains(code)),
+            "{actor} {code} audited"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_cannot_together_exceed_the_budget() {
+    let f = Fixture::start(Options::default()).await;
+    let mut limited = grant(ALL);
+    limited.daily_budget_fen = 3 * 1200;
+    let token = f.agent("budgeted", &limited, None).await;
+    let requests = (0..8).map(|i| {
+        let (http, url, token) = (
+            f.http.clone(),
+            format!("http://{}/v1/payments", f.notify),
+            token.clone(),
+        );
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Content-Type", "application/json")
+                .body(intent("tea", 1, &format!("burst-{i}")).to_string())
+                .send()
+                .await
+                .expect("post");
+            let status = response.status().as_u16();
+            let text = response.text().await.expect("text");
+            (status, serde_json::from_str::<Value>(&text).expect("json"))
+        })
+    });
+    let mut outcomes = Vec::new();
+    for request in requests.collect::<Vec<_>>() {
+        outcomes.push(request.await.expect("task"));
+    }
+    let accepted = outcomes.iter().filter(|(status, _)| *status == 200).count();
+    let over = outcomes
+        .iter()
+        .filter(|r| code(r) == (403, "over_budget"))
+        .count();
+    assert_eq!((accepted, over), (3, 5), "{outcomes:?}");
+    let spent = f
+        .gateway
+        .db(|s| s.agent_spend("budgeted", 0))
+        .await
+        .expect("spend");
+    assert_eq!(spent, 3600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_over_the_threshold_and_refunds_wait_for_a_person() {
+    let f = Fixture::start(Options {
+        tls: true,
+        ..Options::default()
+    })
+    .await;
+    let mut cautious = grant(ALL);
+    cautious.approval_threshold_fen = Some(1_000);
+    let token = f.agent("cautious", &cautious, None).await;
+
+    let (status, big) = create(&f, &token, intent("tea", 1, "big")).await;
+    assert_eq!(
+        (status, big["status"].as_str()),
+        (200, Some("pending_approval")),
+        "{big}"
+    );
+    let id = big["payment_id"].as_str().expect("id").to_owned();
+    let approval_id = big["approval"]["id"].as_i64().expect("approval id");
+    assert!(
+        f.gateway
+            .db({
+                let id = id.clone();
+                move |s| s.order(&id)
+            })
+            .await
+            .expect("store")
+            .is_none(),
+        "nothing sent yet"
+    );
+    let (_, small) = create(&f, &token, intent("normal", 1, "small")).await;
+    assert_eq!(
+        small["status"], "payment_pending",
+        "under the threshold: no approval"
+    );
+
+    let approved = wxpay::agents::approve(&f.gateway, approval_id, "alice")
+        .await
+        .expect("approve");
+    assert_eq!(approved.state, ApprovalState::Approved);
+    let (_, now) = f
+        .api(&token, Method::GET, &format!("/v1/payments/{id}"), None)
+        .await;
+    assert_eq!(now["status"], "payment_pending", "{now}");
+    assert_eq!(now["approval"]["state"], "approved");
+    let twice = wxpay::agents::approve(&f.gateway, approval_id, "alice").await;
+    assert!(
+        matches!(twice, Err(wxpay::Error::Conflict { .. })),
+        "{twice:?}"
+    );
+
+    let (_, denied) = create(&f, &token, intent("tea", 2, "denied")).await;
+    let denied_id = denied["approval"]["id"].as_i64().expect("approval id");
+    wxpay::agents::deny(&f.gateway, denied_id, "alice", "too large for a trial")
+        .await
+        .expect("deny");
+    let (_, seen) = f
+        .api(
+            &token,
+            Method::GET,
+            &format!(
+                "/v1/payments/{}",
+                denied["payment_id"].as_str().expect("id")
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(seen["status"], "denied");
+    assert_eq!(seen["approval"]["reason"], "too large for a trial");
+
+    f.pay(&id).await;
+    f.wait_for(&id, OrderState::Paid).await;
+    let path = format!("/v1/payments/{id}/refunds");
+    let missing_key = f
+        .api(
+            &token,
+            Method::POST,
+            &path,
+            Some(json!({"amount_fen": 100})),
+        )
+        .await;
+    assert_eq!(code(&missing_key), (422, "invalid_json"));
+    let (status, refund) = f
+        .api(
+            &token,
+            Method::POST,
+            &path,
+            Some(json!({"idempotency_key": "r1", "amount_fen": 500})),
+        )
+        .await;
+    assert_eq!(
+        (status, refund["status"].as_str()),
+        (200, Some("pending_approval")),
+        "{refund}"
+    );
+    let (_, again) = f
+        .api(
+            &token,
+            Method::POST,
+            &path,
+            Some(json!({"idempotency_key": "r1", "amount_fen": 500})),
+        )
+        .await;
+    assert_eq!(
+        again["refund_id"], refund["refund_id"],
+        "same key, same refund"
+    );
+    let pending = f
+        .gateway
+        .db(|s| s.approvals(Some(ApprovalState::Pending), 10))
+        .await
+        .expect("approvals");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].kind, ApprovalKind::Refund);
+    wxpay::agents::approve(&f.gateway, pending[0].id, "alice")
+        .await
+        .expect("approve refund");
+    let refund_path = format!(
+        "{path}/{}",
+        refund["refund_id"].as_str().expect("refund id")
+    );
+    let mut status = String::new();
+    for _ in 0..100 {
+        let (_, r) = f.api(&token, Method::GET, &refund_path, None).await;
+        status = r["status"].as_str().unwrap_or_default().to_owned();
+        if status == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, "succeeded", "the refund notification settled it");
+    let (_, payment) = f
+        .api(&token, Method::GET, &format!("/v1/payments/{id}"), None)
+        .await;
+    assert_eq!(payment["status"], "refunded");
+}
