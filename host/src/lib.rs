@@ -25,6 +25,7 @@ pub mod agents;
 pub mod callbacks;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod key;

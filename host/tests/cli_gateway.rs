@@ -388,3 +388,27 @@ fn verify_notification_checks_against_the_stored_order_and_changes_nothing() {
     assert_eq!(shown["state"], "pending", "verification changed nothing");
     drop(runtime);
 }
+
+#[test]
+fn demo_runs_the_whole_flow_and_exits_zero() {
+    let out = wxpay(&["demo"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for step in 1..=9 {
+        assert!(
+            stdout.contains(&format!("[{step}/9]")),
+            "step {step} printed:\n{stdout}"
+        );
+    }
+    for shown in [
+        "status paid",
+        "403 over_cap",
+        "pending_approval",
+        "succeeded (600 fen back to the payer)",
+        "notification.refund",
+        "demo complete: every step passed",
+    ] {
+        assert!(stdout.contains(shown), "{shown:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains(KEY) && !text(&out.stderr).contains(KEY));
+}

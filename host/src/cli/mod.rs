@@ -31,6 +31,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The whole flow on one machine: simulator, gateway, a scripted agent, no config.
+    Demo(ComponentArgs),
     /// Show the signing component: size, sha256, imports and exports.
     Inspect(inspect::InspectArgs),
     /// Sign params (a JSON object of strings, or an <xml> body) with the merchant key.
@@ -146,10 +148,26 @@ fn init_logging() {
         .try_init();
 }
 
+/// `wxpay demo`.
+fn demo(args: &ComponentArgs) -> Result<(), Error> {
+    let sandbox = std::sync::Arc::new(args.sandbox()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::input("runtime", e))?;
+    runtime.block_on(async {
+        let mut out = std::io::stdout();
+        crate::demo::run(sandbox, &mut out)
+            .await
+            .map_err(|failed| Error::input("demo", failed))
+    })
+}
+
 /// Parses the command line and runs it.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
+        Command::Demo(args) => demo(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Sign(args) => messages::sign(args),
         Command::Verify(args) => messages::verify(args),

@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 mod endpoints;
 mod notify;
+pub mod pki;
 mod protocol;
 pub mod scenario;
 pub mod state;
