@@ -48,9 +48,35 @@ pub struct GatewayConfig {
     /// Order limits; absent fields keep the component's defaults.
     #[serde(default)]
     pub policy: PolicySection,
+    /// Prepaid balances.
+    #[serde(default)]
+    pub ledger: LedgerSection,
     /// What may be sold, at what price.
     #[serde(default)]
     pub products: Vec<ProductEntry>,
+}
+
+/// `[ledger]`: prepaid balances that agents charge per prompt or token.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    /// The catalog product a top-up buys (its unit price is the top-up
+    /// step); top-ups are off when absent.
+    pub topup_product: Option<String>,
+    /// The smallest top-up, in fen.
+    pub min_topup_fen: u64,
+    /// The largest top-up, in fen.
+    pub max_topup_fen: u64,
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        Self {
+            topup_product: None,
+            min_topup_fen: 1_000,
+            max_topup_fen: 200_000,
+        }
+    }
 }
 
 /// `[merchant]`.
@@ -286,6 +312,16 @@ impl GatewayConfig {
             if !ids.insert(p.id.as_str()) {
                 return Err(format!("products: id {:?} is listed twice", p.id));
             }
+        }
+        if let Some(product) = &self.ledger.topup_product
+            && !ids.contains(product.as_str())
+        {
+            return Err(format!(
+                "ledger.topup_product {product:?} is not in [[products]]"
+            ));
+        }
+        if self.ledger.min_topup_fen == 0 || self.ledger.min_topup_fen > self.ledger.max_topup_fen {
+            return Err("ledger: 1 <= min_topup_fen <= max_topup_fen is required".into());
         }
         Ok(())
     }

@@ -58,7 +58,7 @@ struct Demo<'a> {
     _dir: tempfile::TempDir,
 }
 
-const STEPS: usize = 9;
+const STEPS: usize = 11;
 
 fn setup_failed(reason: impl std::fmt::Display) -> StepFailed {
     StepFailed {
@@ -188,6 +188,60 @@ impl<'a> Demo<'a> {
         self.expect(name, &again, "payment_id", &id)?;
         self.say("      same payment_id; nothing was sent to WeChat twice");
 
+        let name = self.begin(
+            "the payer tops up 10 yuan of credits: an ordinary payment, credited when verified",
+        );
+        let topup = self
+            .agent_post(
+                name,
+                "/v1/balances/demo-user/topups",
+                json!({"amount_fen": 1000, "idempotency_key": "demo-topup-1"}),
+            )
+            .await?;
+        let topup_id = topup["payment_id"].as_str().unwrap_or_default().to_owned();
+        self.simulator_post(name, "/admin/pay", json!({"out_trade_no": topup_id}))
+            .await?;
+        self.until(
+            name,
+            "/v1/balances/demo-user",
+            |v: &Value| v["balance_fen"].as_u64() == Some(1000),
+            "a balance of 1000 fen",
+        )
+        .await?;
+        self.say("      balance of demo-user: 1000 fen (one ledger entry, credited by the verified notification)");
+
+        let name =
+            self.begin("the agent meters three prompts against the balance, then one too many");
+        for (i, (fen, tokens)) in [(120u64, 1_830u32), (85, 1_290), (230, 3_510)]
+            .into_iter()
+            .enumerate()
+        {
+            let note = format!("prompt {}: {tokens} tokens", i + 1);
+            let charged = self
+                .agent_post(name, "/v1/charges", json!({"payer_id": "demo-user", "amount_fen": fen, "idempotency_key": format!("demo-prompt-{i}"), "note": note}))
+                .await?;
+            let line = format!(
+                "      {note}: -{fen} fen, balance {} fen",
+                charged["balance_fen"]
+            );
+            self.say(&line);
+        }
+        let (status, short) = self
+            .agent_call(reqwest::Method::POST, "/v1/charges", Some(json!({"payer_id": "demo-user", "amount_fen": 900, "idempotency_key": "demo-prompt-big"})))
+            .await
+            .map_err(|e| self.fail(name, e))?;
+        if status != 402 || short["error"]["code"] != "insufficient_funds" {
+            return Err(self.fail(
+                name,
+                format!("expected 402 insufficient_funds, got {status} {short}"),
+            ));
+        }
+        let line = format!(
+            "      402 insufficient_funds: {}",
+            short["error"]["message"].as_str().unwrap_or_default()
+        );
+        self.say(&line);
+
         let name = self.begin("a guardrail refuses a payment over the agent's cap, before signing");
         let (status, refused) = self
             .agent_call(
@@ -234,7 +288,12 @@ impl<'a> Demo<'a> {
         let name = self.begin("the encrypted refund notification settles the refund");
         let refund_path = format!("/v1/payments/{id}/refunds/{refund_id}");
         let settled = self
-            .until(name, &refund_path, "status", "succeeded")
+            .until(
+                name,
+                &refund_path,
+                |v: &Value| v["status"] == "succeeded",
+                "status succeeded",
+            )
             .await?;
         let line = format!(
             "      refund {}: succeeded ({} fen back to the payer)",
@@ -395,18 +454,18 @@ impl<'a> Demo<'a> {
         self.ok(name, reply)
     }
 
-    /// Polls `path` until `field` is `wanted` (at most 30 s).
+    /// Polls `path` until `done` holds (at most 30 s).
     async fn until(
         &mut self,
         name: &'static str,
         path: &str,
-        field: &str,
-        wanted: &str,
+        done: impl Fn(&Value) -> bool,
+        what: &str,
     ) -> Result<Value, StepFailed> {
         let _ = write!(self.out, "      waiting");
         for _ in 0..120 {
             let value = self.agent_get(name, path).await?;
-            if value[field].as_str() == Some(wanted) {
+            if done(&value) {
                 let _ = writeln!(self.out);
                 return Ok(value);
             }
@@ -415,7 +474,7 @@ impl<'a> Demo<'a> {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let _ = writeln!(self.out);
-        Err(self.fail(name, format!("{field} never became {wanted:?}")))
+        Err(self.fail(name, format!("never reached {what}")))
     }
 }
 
@@ -486,6 +545,10 @@ id = "credits"
 name = "Assistant credits top-up"
 unit_price_fen = 100
 max_quantity = 500
+
+[ledger]
+topup_product = "credits"
+min_topup_fen = 500
 "#,
         key = key.display().to_string(),
         db = dir.join("wxpay.db").display().to_string(),

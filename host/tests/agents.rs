@@ -414,3 +414,186 @@ async fn payments_over_the_threshold_and_refunds_wait_for_a_person() {
         .await;
     assert_eq!(payment["status"], "refunded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_top_up_funds_charges_that_never_overdraw() {
+    let f = Fixture::start(Options::default()).await;
+    let mut metered = grant(&[Capability::Create, Capability::Read, Capability::Charge]);
+    metered.products = vec!["credits".into()];
+    let token = f.agent("meter", &metered, None).await;
+
+    let too_small = f
+        .api(
+            &token,
+            Method::POST,
+            "/v1/balances/user-1/topups",
+            Some(json!({"amount_fen": 50, "idempotency_key": "t0"})),
+        )
+        .await;
+    assert_eq!(code(&too_small), (422, "invalid_field"));
+    let (status, topup) = f
+        .api(
+            &token,
+            Method::POST,
+            "/v1/balances/user-1/topups",
+            Some(json!({"amount_fen": 2000, "idempotency_key": "t1"})),
+        )
+        .await;
+    assert_eq!(
+        (status, topup["status"].as_str()),
+        (200, Some("payment_pending")),
+        "{topup}"
+    );
+    let id = topup["payment_id"].as_str().expect("id").to_owned();
+    let (_, before) = f
+        .api(&token, Method::GET, "/v1/balances/user-1", None)
+        .await;
+    assert_eq!(
+        before["balance_fen"], 0,
+        "nothing is credited before the payment is verified"
+    );
+
+    f.pay(&id).await;
+    f.wait_for(&id, wxpay::store::OrderState::Paid).await;
+    let (_, funded) = f
+        .api(&token, Method::GET, "/v1/balances/user-1", None)
+        .await;
+    assert_eq!(funded["balance_fen"], 2000, "{funded}");
+    assert_eq!(funded["entries"][0]["kind"], "topup");
+
+    let charge = |key: &str, amount: u64| json!({"payer_id": "user-1", "amount_fen": amount, "idempotency_key": key, "note": "prompt"});
+    let (status, first) = f
+        .api(&token, Method::POST, "/v1/charges", Some(charge("c1", 300)))
+        .await;
+    assert_eq!(
+        (status, first["balance_fen"].as_u64()),
+        (200, Some(1700)),
+        "{first}"
+    );
+    let (_, again) = f
+        .api(&token, Method::POST, "/v1/charges", Some(charge("c1", 300)))
+        .await;
+    assert_eq!(again["balance_fen"], 1700, "the same key charges once");
+    let conflict = f
+        .api(&token, Method::POST, "/v1/charges", Some(charge("c1", 299)))
+        .await;
+    assert_eq!(code(&conflict), (409, "idempotency_conflict"));
+
+    let requests = (0..12).map(|i| {
+        let (http, url, token, body) = (
+            f.http.clone(),
+            format!("http://{}/v1/charges", f.notify),
+            token.clone(),
+            charge(&format!("burst-{i}"), 300),
+        );
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(token)
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .expect("post")
+                .status()
+                .as_u16()
+        })
+    });
+    let mut statuses = Vec::new();
+    for request in requests.collect::<Vec<_>>() {
+        statuses.push(request.await.expect("task"));
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 402).count(),
+        7,
+        "{statuses:?}"
+    );
+    let short = f
+        .api(
+            &token,
+            Method::POST,
+            "/v1/charges",
+            Some(charge("c-last", 300)),
+        )
+        .await;
+    assert_eq!(code(&short), (402, "insufficient_funds"));
+    let message = short.1["error"]["message"].as_str().expect("message");
+    assert!(
+        message.contains("200 fen") && message.contains("top up 100 fen"),
+        "{message}"
+    );
+
+    let balance = f
+        .gateway
+        .db(|s| s.balance("user-1"))
+        .await
+        .expect("balance");
+    let entries = f
+        .gateway
+        .db(|s| s.ledger("user-1", 100))
+        .await
+        .expect("ledger");
+    assert_eq!(balance, 200);
+    assert_eq!(
+        entries.iter().map(|e| e.amount_fen).sum::<i64>(),
+        200,
+        "balance is the sum of entries"
+    );
+    let reader = f
+        .agent("no-charge", &grant(&[Capability::Read]), None)
+        .await;
+    let refused = f
+        .api(&reader, Method::POST, "/v1/charges", Some(charge("x", 1)))
+        .await;
+    assert_eq!(code(&refused), (403, "capability_missing"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_up_whose_notification_never_came_is_credited_by_reconciliation() {
+    let f = Fixture::start(Options::default()).await;
+    let mut metered = grant(&[Capability::Create, Capability::Read, Capability::Charge]);
+    metered.products = vec!["credits".into()];
+    let token = f.agent("meter", &metered, None).await;
+    // 105 fen picks the simulator's scenario without a notification.
+    let (_, topup) = f
+        .api(
+            &token,
+            Method::POST,
+            "/v1/balances/user-2/topups",
+            Some(json!({"amount_fen": 105, "idempotency_key": "quiet"})),
+        )
+        .await;
+    let id = topup["payment_id"].as_str().expect("id").to_owned();
+    f.pay(&id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        f.gateway
+            .db(|s| s.balance("user-2"))
+            .await
+            .expect("balance"),
+        0
+    );
+    let report = f.gateway.reconcile_once(Duration::ZERO).await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(
+        f.gateway
+            .db(|s| s.balance("user-2"))
+            .await
+            .expect("balance"),
+        105
+    );
+    let again = f.gateway.query_order(&id, "test").await.expect("query");
+    assert_eq!(again.state, wxpay::store::OrderState::Paid);
+    assert_eq!(
+        f.gateway
+            .db(|s| s.balance("user-2"))
+            .await
+            .expect("balance"),
+        105,
+        "credited once"
+    );
+}

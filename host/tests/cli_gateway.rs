@@ -394,15 +394,18 @@ fn demo_runs_the_whole_flow_and_exits_zero() {
     let out = wxpay(&["demo"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    for step in 1..=9 {
+    for step in 1..=11 {
         assert!(
-            stdout.contains(&format!("[{step}/9]")),
+            stdout.contains(&format!("[{step}/11]")),
             "step {step} printed:\n{stdout}"
         );
     }
     for shown in [
         "status paid",
         "403 over_cap",
+        "balance of demo-user: 1000 fen",
+        "balance 565 fen",
+        "402 insufficient_funds",
         "pending_approval",
         "succeeded (600 fen back to the payer)",
         "notification.refund",

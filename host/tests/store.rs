@@ -843,3 +843,120 @@ fn refunds_in_state_lists_the_oldest_open_refunds_first() {
         1
     );
 }
+
+mod ledger_invariants {
+    use std::sync::Arc;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use wxpay::store::{Charge, ChargeInput, OrderPatch, OrderState, SqliteStore, Store};
+
+    use super::{T0, insert_new, order};
+
+    /// Funds each payer by a paid top-up order, then runs the charges from
+    /// four threads at once.
+    fn run(
+        topups: &[u64],
+        charges: &[(usize, u64)],
+    ) -> (SqliteStore, Vec<u64>, Vec<Vec<u64>>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = SqliteStore::open(dir.path().join("ledger.db")).expect("open");
+        for (i, amount) in topups.iter().enumerate() {
+            let no = format!("TOPUP-{i}");
+            let mut o = order(&no, OrderState::Pending, T0);
+            o.total_fee = *amount;
+            insert_new(&store, &o);
+            let payer = format!("payer-{i}");
+            assert_eq!(
+                store
+                    .register_topup(&no, &payer, None, T0)
+                    .expect("register"),
+                payer
+            );
+            let paid = store
+                .transition_order(
+                    &no,
+                    &[OrderState::Pending],
+                    OrderState::Paid,
+                    OrderPatch::default(),
+                    T0 + 1,
+                )
+                .expect("pay");
+            assert!(paid.applied());
+        }
+        let store = Arc::new(store);
+        let mut charged = vec![0u64; topups.len()];
+        let mut refused = vec![Vec::new(); topups.len()];
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4)
+                .map(|t| {
+                    let store = Arc::clone(&store);
+                    let mine: Vec<(usize, (usize, u64))> = charges
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .filter(|(n, _)| n % 4 == t)
+                        .collect();
+                    scope.spawn(move || {
+                        let mut done = Vec::new();
+                        for (n, (payer, amount)) in mine {
+                            let input = ChargeInput {
+                                payer_id: format!("payer-{payer}"),
+                                amount_fen: amount,
+                                reference: format!("charge-{n}"),
+                                agent_id: "agent".into(),
+                                note: None,
+                                at_ms: T0 + 2,
+                            };
+                            let ok = matches!(
+                                store.charge(&input).expect("charge"),
+                                Charge::Charged { .. }
+                            );
+                            done.push((payer, amount, ok));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            for handle in handles {
+                for (payer, amount, ok) in handle.join().expect("thread") {
+                    if ok {
+                        charged[payer] += amount;
+                    } else {
+                        refused[payer].push(amount);
+                    }
+                }
+            }
+        });
+        let store = Arc::into_inner(store).expect("sole owner");
+        (store, charged, refused, dir)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+
+        #[test]
+        fn balances_are_sums_of_entries_and_never_negative(
+            topups in vec(1u64..5_000, 1..4),
+            raw in vec((0usize..4, 1u64..2_000), 1..30),
+        ) {
+            let charges: Vec<_> = raw.iter().map(|(p, a)| (p % topups.len(), *a)).collect();
+            let (store, charged, refused, _dir) = run(&topups, &charges);
+            for (i, topup) in topups.iter().enumerate() {
+                let payer = format!("payer-{i}");
+                let balance = store.balance(&payer).expect("balance");
+                let entries = store.ledger(&payer, 1_000).expect("ledger");
+                let sum: i64 = entries.iter().map(|e| e.amount_fen).sum();
+                prop_assert!(charged[i] <= *topup, "payer {i} overdrawn: {} > {topup}", charged[i]);
+                prop_assert_eq!(balance, topup - charged[i]);
+                prop_assert_eq!(i64::try_from(balance).expect("fits"), sum);
+                prop_assert_eq!(entries.iter().filter(|e| e.kind == "topup").count(), 1);
+                // Balances only fall while charging, so every refused charge
+                // is larger than what is left at the end.
+                for amount in &refused[i] {
+                    prop_assert!(balance < *amount, "refused {amount} with {balance} left");
+                }
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
+use super::balances::{self, BalanceView, ChargeIntent, ChargeView, TopupIntent};
 use super::payments::{self, PaymentIntent, PaymentView, RefundIntent, RefundView};
 use super::{Agent, AgentError, Capability, admit, token_hash};
 use crate::gateway::{Gateway, now_ms};
@@ -36,6 +37,9 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/payments/{id}/close", post(close))
         .route("/v1/payments/{id}/refunds", post(refund))
         .route("/v1/payments/{id}/refunds/{refund_id}", get(read_refund))
+        .route("/v1/balances/{payer_id}", get(read_balance))
+        .route("/v1/balances/{payer_id}/topups", post(topup))
+        .route("/v1/charges", post(charge))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(gateway)
 }
@@ -190,4 +194,35 @@ async fn read_refund(
     payments::get_refund(&gateway, &agent, &id, &refund_id)
         .await
         .map(Json)
+}
+
+async fn read_balance(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(agent): Authenticated,
+    Path(payer_id): Path<String>,
+) -> Result<Json<BalanceView>, AgentError> {
+    balances::balance(&gateway, &agent, &payer_id)
+        .await
+        .map(Json)
+}
+
+async fn topup(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(agent): Authenticated,
+    Path(payer_id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<PaymentView>, AgentError> {
+    let intent: TopupIntent = body(&bytes)?;
+    balances::topup(&gateway, &agent, &payer_id, intent)
+        .await
+        .map(Json)
+}
+
+async fn charge(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(agent): Authenticated,
+    bytes: Bytes,
+) -> Result<Json<ChargeView>, AgentError> {
+    let intent: ChargeIntent = body(&bytes)?;
+    balances::charge(&gateway, &agent, intent).await.map(Json)
 }

@@ -20,6 +20,7 @@
 //! store keeps only their SHA-256.
 
 pub mod api;
+pub mod balances;
 mod error;
 pub mod payments;
 

@@ -41,6 +41,7 @@
 
 mod agents;
 mod error;
+mod ledger;
 mod rows;
 mod schema;
 pub mod sqlite;
@@ -50,6 +51,7 @@ pub use self::agents::{
     Admission, AgentRecord, Approval, ApprovalInput, ApprovalKind, ApprovalState, SpendLimit,
 };
 pub use self::error::StoreError;
+pub use self::ledger::{Charge, ChargeInput, LedgerEntry};
 pub use self::sqlite::{SqliteSettings, SqliteStore};
 pub use self::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
@@ -257,4 +259,26 @@ pub trait Store: Send + Sync {
         reason: Option<&str>,
         at_ms: i64,
     ) -> StoreResult<Transition<Approval>>;
+
+    /// Records that an order is a top-up of `payer_id`'s balance, before
+    /// the order is placed. When it is paid — however that is learnt — the
+    /// ledger is credited with its amount in the same transaction, once.
+    /// Returns the payer the order is recorded for (an earlier one wins).
+    fn register_topup(
+        &self,
+        out_trade_no: &str,
+        payer_id: &str,
+        agent_id: Option<&str>,
+        at_ms: i64,
+    ) -> StoreResult<String>;
+
+    /// Debits a balance unless that would take it below zero; the same
+    /// reference is the same charge. One atomic step.
+    fn charge(&self, charge: &ChargeInput) -> StoreResult<Charge>;
+
+    /// The payer's balance: the sum of its ledger entries.
+    fn balance(&self, payer_id: &str) -> StoreResult<u64>;
+
+    /// The payer's latest `limit` ledger entries, newest first.
+    fn ledger(&self, payer_id: &str, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
 }

@@ -32,10 +32,46 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         sql: V3_AGENTS,
     },
+    Migration {
+        version: 4,
+        sql: V4_LEDGER,
+    },
 ];
 
 /// The highest schema version this build knows.
-pub(crate) const KNOWN_VERSION: i64 = 3;
+pub(crate) const KNOWN_VERSION: i64 = 4;
+
+/// Prepaid balances: an append-only ledger per payer (a balance is the sum
+/// of its entries), and the top-up orders whose payment credits it.
+const V4_LEDGER: &str = "
+CREATE TABLE ledger (
+    seq       INTEGER PRIMARY KEY AUTOINCREMENT,
+    payer_id  TEXT NOT NULL,
+    amount_fen INTEGER NOT NULL CHECK (amount_fen != 0),
+    kind      TEXT NOT NULL CHECK (kind IN ('topup', 'charge')),
+    ref       TEXT NOT NULL,
+    agent_id  TEXT,
+    note      TEXT,
+    at_ms     INTEGER NOT NULL,
+    UNIQUE (kind, ref)
+) STRICT;
+CREATE INDEX ledger_payer ON ledger (payer_id, seq);
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger is append-only');
+END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+BEGIN
+    SELECT RAISE(ABORT, 'ledger is append-only');
+END;
+
+CREATE TABLE topups (
+    out_trade_no TEXT PRIMARY KEY NOT NULL,
+    payer_id     TEXT NOT NULL,
+    agent_id     TEXT,
+    created_at_ms INTEGER NOT NULL
+) STRICT;
+";
 
 /// Agents with their grants, and the approval queue. A payment or refund
 /// waiting for a human lives in `approvals` (with the request that will be

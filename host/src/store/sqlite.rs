@@ -18,6 +18,7 @@ use super::agents::{
     ApprovalKind, ApprovalState, SpendLimit,
 };
 use super::error::{SqlContext as _, StoreError};
+use super::ledger::{self, Charge, ChargeInput, LEDGER_COLUMNS, LedgerEntry};
 use super::rows::{
     self, AUDIT_COLUMNS, NOTIFICATION_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, to_sql_int,
 };
@@ -304,6 +305,9 @@ fn cas_order(
             ])
         })
         .ctx("transition order")?;
+    if changed > 0 && to == OrderState::Paid {
+        ledger::credit_topup_in(conn, out_trade_no, at_ms)?;
+    }
     let current = select_order(conn, out_trade_no)?;
     Ok(outcome(changed, current, |o| o.state == to))
 }
@@ -895,5 +899,36 @@ impl Store for SqliteStore {
         at_ms: i64,
     ) -> StoreResult<Transition<Approval>> {
         self.write(|tx| agents::decide(tx, id, to, decided_by, reason, at_ms))
+    }
+
+    fn register_topup(
+        &self,
+        out_trade_no: &str,
+        payer_id: &str,
+        agent_id: Option<&str>,
+        at_ms: i64,
+    ) -> StoreResult<String> {
+        self.write(|tx| ledger::register_topup_in(tx, out_trade_no, payer_id, agent_id, at_ms))
+    }
+
+    fn charge(&self, charge: &ChargeInput) -> StoreResult<Charge> {
+        self.write(|tx| ledger::charge_in(tx, charge))
+    }
+
+    fn balance(&self, payer_id: &str) -> StoreResult<u64> {
+        ledger::balance_in(&self.conn(), payer_id)
+    }
+
+    fn ledger(&self, payer_id: &str, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
+        let sql = format!(
+            "SELECT {LEDGER_COLUMNS} FROM ledger WHERE payer_id = ?1 ORDER BY seq DESC LIMIT ?2"
+        );
+        query_all(
+            &self.conn(),
+            "read ledger",
+            &sql,
+            params![payer_id, limit],
+            ledger::entry_row,
+        )
     }
 }

@@ -150,6 +150,15 @@ unit_price_fen = 110
 id = "slow"
 name = "Scenario 111"
 unit_price_fen = 111
+[[products]]
+id = "credits"
+name = "Prepaid credits"
+unit_price_fen = 1
+max_quantity = 200000
+
+[ledger]
+topup_product = "credits"
+min_topup_fen = 100
 "#;
 
 impl Fixture {
