@@ -597,3 +597,119 @@ async fn a_top_up_whose_notification_never_came_is_credited_by_reconciliation() 
         "credited once"
     );
 }
+
+/// A real MCP client drives `wxpay mcp` over stdio; the MCP process holds
+/// only the agent's token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_server_serves_the_agent_tools_over_stdio() {
+    use rmcp::ServiceExt as _;
+    use rmcp::model::CallToolRequestParams;
+    use rmcp::transport::TokioChildProcess;
+
+    let f = Fixture::start(Options::default()).await;
+    let mut limited = grant(ALL);
+    limited.products = vec!["tea".into(), "credits".into()];
+    limited.capabilities.insert(Capability::Charge);
+    let token = f.agent("mcp-agent", &limited, None).await;
+
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_wxpay"));
+    command
+        .arg("mcp")
+        .env("WXPAY_AGENT_TOKEN", &token)
+        .env("WXPAY_GATEWAY_URL", format!("http://{}", f.notify))
+        .env_remove("WXPAY_API_KEY");
+    let client =
+        ().serve(TokioChildProcess::new(command).expect("spawn wxpay mcp"))
+            .await
+            .expect("MCP handshake");
+
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let annotation = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t.name == name)
+            .and_then(|t| t.annotations.clone())
+            .unwrap_or_else(|| panic!("tool {name} with annotations"))
+    };
+    for name in [
+        "list_products",
+        "create_payment",
+        "get_payment",
+        "wait_for_payment",
+        "request_refund",
+        "get_balance",
+        "charge",
+    ] {
+        assert!(tools.iter().any(|t| t.name == name), "{name} listed");
+    }
+    assert_eq!(annotation("request_refund").destructive_hint, Some(true));
+    assert_eq!(annotation("charge").destructive_hint, Some(true));
+    assert_eq!(annotation("get_payment").read_only_hint, Some(true));
+    assert_eq!(
+        annotation("create_payment").idempotent_hint,
+        Some(true),
+        "keyed by idempotency_key"
+    );
+
+    let call = |name: &'static str, args: Value| {
+        let params = CallToolRequestParams::new(name)
+            .with_arguments(args.as_object().expect("object").clone());
+        let client = &client;
+        async move {
+            let result = client.call_tool(params).await.expect("tools/call");
+            let text = result
+                .content
+                .iter()
+                .find_map(|c| c.as_text().map(|t| t.text.clone()))
+                .unwrap_or_default();
+            (
+                result.is_error == Some(true),
+                serde_json::from_str::<Value>(&text).unwrap_or(Value::String(text)),
+            )
+        }
+    };
+    let (failed, products) = call("list_products", json!({})).await;
+    assert!(!failed, "{products}");
+    assert_eq!(products["products"][0]["product_id"], "tea");
+
+    let (failed, payment) = call(
+        "create_payment",
+        json!({"product_id": "tea", "quantity": 1, "idempotency_key": "mcp-1"}),
+    )
+    .await;
+    assert!(!failed, "{payment}");
+    assert_eq!(payment["status"], "payment_pending");
+    let id = payment["payment_id"].as_str().expect("id").to_owned();
+    f.pay(&id).await;
+    let (_, waited) = call(
+        "wait_for_payment",
+        json!({"payment_id": id, "timeout_s": 20}),
+    )
+    .await;
+    assert_eq!(waited["status"], "paid", "{waited}");
+
+    let (failed, refused) = call(
+        "create_payment",
+        json!({"product_id": "silent", "idempotency_key": "mcp-2"}),
+    )
+    .await;
+    assert!(failed, "a guardrail refusal is a tool error");
+    assert_eq!(refused["error"]["code"], "product_not_allowed");
+
+    let (_, refund) = call(
+        "request_refund",
+        json!({"payment_id": id, "idempotency_key": "mcp-r1", "amount_fen": 100}),
+    )
+    .await;
+    assert_eq!(refund["status"], "pending_approval", "{refund}");
+    let (failed, short) = call(
+        "charge",
+        json!({"payer_id": "u-mcp", "amount_fen": 50, "idempotency_key": "mcp-c1"}),
+    )
+    .await;
+    assert!(failed);
+    assert_eq!(short["error"]["code"], "insufficient_funds");
+    let (_, balance) = call("get_balance", json!({"payer_id": "u-mcp"})).await;
+    assert_eq!(balance["balance_fen"], 0);
+    client.cancel().await.expect("close");
+}

@@ -415,3 +415,95 @@ fn demo_runs_the_whole_flow_and_exits_zero() {
     }
     assert!(!stdout.contains(KEY) && !text(&out.stderr).contains(KEY));
 }
+
+#[test]
+fn tools_prints_the_agent_tools_for_function_calling() {
+    let openai = wxpay(&["tools", "--format", "openai"]);
+    let listed: serde_json::Value = json(&openai);
+    let names: Vec<_> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|t| {
+            assert_eq!(t["type"], "function");
+            assert_eq!(t["function"]["parameters"]["type"], "object");
+            t["function"]["name"].as_str().expect("name").to_owned()
+        })
+        .collect();
+    for name in [
+        "list_products",
+        "create_payment",
+        "get_payment",
+        "wait_for_payment",
+        "request_refund",
+        "get_balance",
+        "charge",
+    ] {
+        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+    let schema: serde_json::Value = json(&wxpay(&["tools", "--format", "json-schema"]));
+    let refund = schema
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|t| t["name"] == "request_refund")
+        .expect("request_refund");
+    assert_eq!(refund["annotations"]["destructiveHint"], true);
+    let required = refund["input_schema"]["required"]
+        .as_array()
+        .expect("required");
+    assert!(
+        required.iter().any(|r| r == "idempotency_key"),
+        "refunds need a key"
+    );
+}
+
+#[test]
+fn mcp_over_http_answers_initialize_and_refuses_to_start_without_a_token() {
+    let out = wxpay(&["mcp"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("WXPAY_AGENT_TOKEN"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+        .args(["mcp", "--http", "127.0.0.1:0"])
+        .env("WXPAY_AGENT_TOKEN", "wxpa_test")
+        .env("WXPAY_GATEWAY_URL", "http://127.0.0.1:9")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mcp --http");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let url = line.trim().rsplit(' ').next().expect("url").to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"),
+        "{line}"
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let reply = runtime.block_on(async {
+        reqwest::Client::new()
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .header("Accept", "application/json, text/event-stream")
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#)
+            .send()
+            .await
+            .expect("initialize")
+            .text()
+            .await
+            .expect("body")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        reply.contains("\"serverInfo\"") && reply.contains("\"wxpay\""),
+        "{reply}"
+    );
+    assert!(!reply.contains("wxpa_test"), "the token is not echoed");
+}

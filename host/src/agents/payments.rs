@@ -404,8 +404,12 @@ async fn view(gateway: &Gateway, agent: &Agent, id: &str) -> Result<PaymentView,
     }
 }
 
-/// `GET /v1/payments/{id}/wait?timeout_s=`: returns when the status
-/// differs from what it was at the call, or when the timeout passes.
+/// Statuses a payment leaves on its own (by payment, approval or expiry).
+const WAITING: [&str; 3] = ["created", "payment_pending", "pending_approval"];
+
+/// `GET /v1/payments/{id}/wait?timeout_s=`: returns at once unless the
+/// payment is waiting (created, payment_pending, pending_approval); then
+/// when its status changes, or when the timeout passes.
 pub async fn wait_payment(
     gateway: &Gateway,
     agent: &Agent,
@@ -415,6 +419,9 @@ pub async fn wait_payment(
     require(gateway, agent, Capability::Read, "payment.read", id).await?;
     let deadline = tokio::time::Instant::now() + timeout;
     let first = view(gateway, agent, id).await?;
+    if !WAITING.contains(&first.status.as_str()) {
+        return Ok(first);
+    }
     loop {
         let notified = gateway.changes().notified();
         tokio::pin!(notified);

@@ -306,8 +306,7 @@ fn pairs_json(pairs: crate::sandbox::signer::Pairs) -> serde_json::Value {
 
 pub(super) fn print_json(value: &serde_json::Value) -> Result<(), Error> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::input("output", e))?;
-    println!("{text}");
-    Ok(())
+    super::print_line(&text)
 }
 
 #[derive(Debug, Args)]

@@ -60,6 +60,32 @@ enum Command {
     Approvals(agents::ApprovalsArgs),
     /// Print the append-only audit log.
     Audit(agents::AuditArgs),
+    /// The MCP server for an agent (stdio, or streamable HTTP with --http); token from WXPAY_AGENT_TOKEN.
+    Mcp(McpArgs),
+    /// Print the agent tools for function-calling frameworks.
+    Tools(ToolsArgs),
+}
+
+#[derive(Debug, Args)]
+struct McpArgs {
+    /// Serve MCP over streamable HTTP at ADDR (path /mcp) instead of stdio.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ToolsFormat {
+    /// OpenAI function-calling tools.
+    Openai,
+    /// Name, description, JSON Schema of the input, and MCP annotations.
+    JsonSchema,
+}
+
+#[derive(Debug, Args)]
+struct ToolsArgs {
+    /// The shape to print.
+    #[arg(long, value_enum, default_value = "json-schema")]
+    format: ToolsFormat,
 }
 
 /// Options shared by commands that run the component.
@@ -148,6 +174,74 @@ fn init_logging() {
         .try_init();
 }
 
+/// `wxpay mcp`.
+fn mcp(args: &McpArgs) -> Result<(), Error> {
+    use rmcp::ServiceExt as _;
+    let server = crate::mcp::WxpayMcp::new(crate::mcp::AgentClient::from_env()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::input("runtime", e))?;
+    runtime.block_on(async move {
+        match args.http {
+            None => {
+                let running = server
+                    .serve(rmcp::transport::stdio())
+                    .await
+                    .map_err(|e| Error::input("mcp", e))?;
+                running
+                    .waiting()
+                    .await
+                    .map_err(|e| Error::input("mcp", e))?;
+                Ok(())
+            }
+            Some(addr) => {
+                use rmcp::transport::streamable_http_server::{
+                    StreamableHttpServerConfig, StreamableHttpService,
+                    session::local::LocalSessionManager,
+                };
+                let service = StreamableHttpService::new(
+                    move || Ok(server.clone()),
+                    std::sync::Arc::new(LocalSessionManager::default()),
+                    StreamableHttpServerConfig::default(),
+                );
+                let app = axum::Router::new().nest_service("/mcp", service);
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::input(addr.to_string(), e))?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|e| Error::input(addr.to_string(), e))?;
+                println!("wxpay MCP server on http://{bound}/mcp");
+                axum::serve(listener, app)
+                    .await
+                    .map_err(|e| Error::input("mcp", e))
+            }
+        }
+    })
+}
+
+/// `wxpay tools`.
+fn tools(args: &ToolsArgs) -> Result<(), Error> {
+    let format = match args.format {
+        ToolsFormat::Openai => "openai",
+        ToolsFormat::JsonSchema => "json-schema",
+    };
+    let value = crate::mcp::tools_json(format)?;
+    let text = serde_json::to_string_pretty(&value).map_err(|e| Error::input("output", e))?;
+    print_line(&text)
+}
+
+/// Writes a line to stdout; a closed pipe (`| head`) is not an error.
+fn print_line(text: &str) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::input("stdout", e)),
+        _ => Ok(()),
+    }
+}
+
 /// `wxpay demo`.
 fn demo(args: &ComponentArgs) -> Result<(), Error> {
     let sandbox = std::sync::Arc::new(args.sandbox()?);
@@ -181,6 +275,8 @@ pub fn run() -> ExitCode {
         Command::Agents(args) => agents::agents(args),
         Command::Approvals(args) => agents::approvals(args),
         Command::Audit(args) => agents::audit_log(args),
+        Command::Mcp(args) => mcp(args),
+        Command::Tools(args) => tools(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
