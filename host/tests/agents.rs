@@ -713,3 +713,80 @@ async fn the_mcp_server_serves_the_agent_tools_over_stdio() {
     assert_eq!(balance["balance_fen"], 0);
     client.cancel().await.expect("close");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_closes_an_unpaid_payment_and_withdraws_one_awaiting_approval() {
+    let f = Fixture::start(Options::default()).await;
+    let mut g = grant(ALL);
+    g.approval_threshold_fen = Some(2_000);
+    let token = f.agent("closer", &g, None).await;
+    let (_, payment) = create(&f, &token, intent("tea", 1, "close-me")).await;
+    let id = payment["payment_id"].as_str().expect("id").to_owned();
+    let early = f
+        .api(
+            &token,
+            Method::POST,
+            &format!("/v1/payments/{id}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        code(&early),
+        (502, "wechat_error"),
+        "WeChat refuses a close within 5 minutes"
+    );
+    f.admin("clock", json!({"advance_secs": 301})).await;
+    let (status, closed) = f
+        .api(
+            &token,
+            Method::POST,
+            &format!("/v1/payments/{id}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, closed["status"].as_str()),
+        (200, Some("closed")),
+        "{closed}"
+    );
+
+    let (_, waiting) = create(&f, &token, intent("tea", 2, "withdraw-me")).await;
+    assert_eq!(waiting["status"], "pending_approval");
+    let pending_id = waiting["payment_id"].as_str().expect("id");
+    let (_, withdrawn) = f
+        .api(
+            &token,
+            Method::POST,
+            &format!("/v1/payments/{pending_id}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(withdrawn["status"], "denied", "{withdrawn}");
+    assert_eq!(withdrawn["approval"]["reason"], "withdrawn by the agent");
+
+    let no_close = f
+        .agent(
+            "no-close",
+            &grant(&[Capability::Create, Capability::Read]),
+            None,
+        )
+        .await;
+    let refused = f
+        .api(
+            &no_close,
+            Method::POST,
+            &format!("/v1/payments/{id}/close"),
+            None,
+        )
+        .await;
+    assert_eq!(code(&refused), (403, "capability_missing"));
+    let other = f
+        .api(
+            &token,
+            Method::GET,
+            "/v1/payments/WX00000000000000000000000000NONE",
+            None,
+        )
+        .await;
+    assert_eq!(code(&other), (404, "not_found"));
+}

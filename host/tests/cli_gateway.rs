@@ -507,3 +507,147 @@ fn mcp_over_http_answers_initialize_and_refuses_to_start_without_a_token() {
     );
     assert!(!reply.contains("wxpa_test"), "the token is not echoed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = config_file(dir.path(), &sim, port);
+    let c = config.to_str().expect("utf8").to_owned();
+    let run = move |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", c.as_str()]);
+        wxpay(&all)
+    };
+    let _served = serve(&config);
+    let added = run(&[
+        "agents",
+        "add",
+        "bot",
+        "--products",
+        "tea",
+        "--cap-fen",
+        "10000",
+        "--daily-budget-fen",
+        "50000",
+        "--approval-threshold-fen",
+        "1000",
+    ]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let token = text(&added.stdout).trim().to_owned();
+    assert!(
+        token.starts_with("wxpa_"),
+        "the token is printed once: {token}"
+    );
+    let duplicate = run(&[
+        "agents",
+        "add",
+        "bot",
+        "--products",
+        "tea",
+        "--cap-fen",
+        "1",
+        "--daily-budget-fen",
+        "1",
+    ]);
+    assert_eq!(duplicate.status.code(), Some(2));
+
+    let http = reqwest::Client::new();
+    let api = |method: reqwest::Method, path: String, body: Option<serde_json::Value>| {
+        let (http, token) = (http.clone(), token.clone());
+        async move {
+            let mut request = http
+                .request(method, format!("http://127.0.0.1:{port}{path}"))
+                .bearer_auth(token);
+            if let Some(body) = body {
+                request = request
+                    .header("Content-Type", "application/json")
+                    .body(body.to_string());
+            }
+            let response = request.send().await.expect("api");
+            let status = response.status().as_u16();
+            let value: serde_json::Value =
+                serde_json::from_str(&response.text().await.expect("text")).expect("json");
+            (status, value)
+        }
+    };
+    let (_, big) = api(
+        reqwest::Method::POST,
+        "/v1/payments".into(),
+        Some(serde_json::json!({"product_id": "tea", "idempotency_key": "a"})),
+    )
+    .await;
+    assert_eq!(big["status"], "pending_approval", "{big}");
+    let listed = json(&run(&["approvals", "list"]));
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let id = listed[0]["id"].to_string();
+    let approved = run(&["approvals", "approve", &id, "--by", "alice"]);
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    let (_, now) = api(
+        reqwest::Method::GET,
+        format!("/v1/payments/{}", big["payment_id"].as_str().expect("id")),
+        None,
+    )
+    .await;
+    assert_eq!(now["status"], "payment_pending", "{now}");
+
+    let (_, second) = api(
+        reqwest::Method::POST,
+        "/v1/payments".into(),
+        Some(serde_json::json!({"product_id": "tea", "quantity": 2, "idempotency_key": "b"})),
+    )
+    .await;
+    let second_id = second["approval"]["id"].to_string();
+    let denied = run(&[
+        "approvals",
+        "deny",
+        &second_id,
+        "--reason",
+        "not today",
+        "--by",
+        "alice",
+    ]);
+    assert!(denied.status.success(), "{}", text(&denied.stderr));
+    let (_, seen) = api(
+        reqwest::Method::GET,
+        format!(
+            "/v1/payments/{}",
+            second["payment_id"].as_str().expect("id")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (seen["status"].as_str(), seen["approval"]["reason"].as_str()),
+        (Some("denied"), Some("not today"))
+    );
+
+    let revoked = run(&["agents", "revoke", "bot"]);
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let (status, refused) = api(reqwest::Method::GET, "/v1/products".into(), None).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (401, Some("token_revoked"))
+    );
+    let agents = json(&run(&["agents", "list"]));
+    assert!(agents[0]["revoked_at_ms"].is_i64(), "{agents}");
+    assert_eq!(
+        agents[0]["spent_24h_fen"], 1200,
+        "the approved payment counts, the denied one does not"
+    );
+
+    let audit = run(&["audit"]);
+    let log = text(&audit.stdout);
+    for action in [
+        "agent.add",
+        "payment.create",
+        "approval.approve",
+        "approval.deny",
+        "agent.revoke",
+        "auth",
+    ] {
+        assert!(log.contains(action), "{action} in the audit log:\n{log}");
+    }
+    assert!(!log.contains(&token) && !log.contains(KEY));
+}
