@@ -67,6 +67,9 @@ pub struct LedgerSection {
     pub min_topup_fen: u64,
     /// The largest top-up, in fen.
     pub max_topup_fen: u64,
+    /// The catalog product a metering session settles as (priced 1 fen,
+    /// the quantity is the total); metering is off when absent.
+    pub meter_product: Option<String>,
 }
 
 impl Default for LedgerSection {
@@ -75,6 +78,7 @@ impl Default for LedgerSection {
             topup_product: None,
             min_topup_fen: 1_000,
             max_topup_fen: 200_000,
+            meter_product: None,
         }
     }
 }
@@ -319,6 +323,18 @@ impl GatewayConfig {
             return Err(format!(
                 "ledger.topup_product {product:?} is not in [[products]]"
             ));
+        }
+        if let Some(product) = &self.ledger.meter_product {
+            let unit = self
+                .products
+                .iter()
+                .find(|p| &p.id == product)
+                .map(|p| p.unit_price_fen);
+            if unit != Some(1) {
+                return Err(format!(
+                    "ledger.meter_product {product:?} must be a [[products]] entry priced 1 fen"
+                ));
+            }
         }
         if self.ledger.min_topup_fen == 0 || self.ledger.min_topup_fen > self.ledger.max_topup_fen {
             return Err("ledger: 1 <= min_topup_fen <= max_topup_fen is required".into());

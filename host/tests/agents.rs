@@ -790,3 +790,127 @@ async fn an_agent_closes_an_unpaid_payment_and_withdraws_one_awaiting_approval()
         .await;
     assert_eq!(code(&other), (404, "not_found"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metering_session_settles_many_small_charges_as_one_payment() {
+    let f = Fixture::start(Options::default()).await;
+    let mut metered = grant(&[Capability::Create, Capability::Read, Capability::Charge]);
+    metered.products = vec!["usage".into()];
+    let token = f.agent("meterer", &metered, None).await;
+    let (status, meter) = f
+        .api(
+            &token,
+            Method::POST,
+            "/v1/meters",
+            Some(json!({"payer_id": "user-9", "idempotency_key": "session-1"})),
+        )
+        .await;
+    assert_eq!(
+        (status, meter["status"].as_str()),
+        (200, Some("open")),
+        "{meter}"
+    );
+    let id = meter["meter_id"].as_str().expect("id").to_owned();
+    let usage = format!("/v1/meters/{id}/usage");
+    for i in 0..5 {
+        let (status, _) = f
+            .api(
+                &token,
+                Method::POST,
+                &usage,
+                Some(
+                    json!({"amount_fen": 30, "idempotency_key": format!("p{i}"), "note": "prompt"}),
+                ),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, repeated) = f
+        .api(
+            &token,
+            Method::POST,
+            &usage,
+            Some(json!({"amount_fen": 30, "idempotency_key": "p0"})),
+        )
+        .await;
+    assert_eq!(
+        repeated["total_fen"], 150,
+        "a repeated usage key counts once"
+    );
+
+    let early = {
+        let (_, small) = f
+            .api(
+                &token,
+                Method::POST,
+                "/v1/meters",
+                Some(json!({"payer_id": "user-9", "idempotency_key": "session-2"})),
+            )
+            .await;
+        let small_id = small["meter_id"].as_str().expect("id").to_owned();
+        f.api(
+            &token,
+            Method::POST,
+            &format!("/v1/meters/{small_id}/usage"),
+            Some(json!({"amount_fen": 20, "idempotency_key": "x"})),
+        )
+        .await;
+        f.api(
+            &token,
+            Method::POST,
+            &format!("/v1/meters/{small_id}/settle"),
+            None,
+        )
+        .await
+    };
+    assert_eq!(code(&early), (409, "below_minimum"));
+
+    let (status, payment) = f
+        .api(
+            &token,
+            Method::POST,
+            &format!("/v1/meters/{id}/settle"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, payment["status"].as_str()),
+        (200, Some("payment_pending")),
+        "{payment}"
+    );
+    assert_eq!(
+        payment["amount_fen"], 150,
+        "one payment for the whole session"
+    );
+    let (_, again) = f
+        .api(
+            &token,
+            Method::POST,
+            &format!("/v1/meters/{id}/settle"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        again["payment_id"], payment["payment_id"],
+        "settling twice is one payment"
+    );
+    let late = f
+        .api(
+            &token,
+            Method::POST,
+            &usage,
+            Some(json!({"amount_fen": 30, "idempotency_key": "p9"})),
+        )
+        .await;
+    assert_eq!(code(&late), (409, "meter_settled"));
+    let pay_id = payment["payment_id"].as_str().expect("id").to_owned();
+    f.pay(&pay_id).await;
+    f.wait_for(&pay_id, wxpay::store::OrderState::Paid).await;
+    let (_, settled) = f
+        .api(&token, Method::GET, &format!("/v1/meters/{id}"), None)
+        .await;
+    assert_eq!(
+        (settled["status"].as_str(), settled["payment_id"].as_str()),
+        (Some("settled"), Some(pay_id.as_str()))
+    );
+}

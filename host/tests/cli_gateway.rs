@@ -88,7 +88,7 @@ async fn simulator() -> String {
 fn the_example_config_is_valid() {
     let config = GatewayConfig::parse(include_str!("../../examples/wxpay.toml"))
         .unwrap_or_else(|e| panic!("examples/wxpay.toml: {e}"));
-    assert_eq!(config.products.len(), 2);
+    assert_eq!(config.products.len(), 3);
     assert_eq!(config.pay_notify_url(), "http://127.0.0.1:8080/notify/pay");
 }
 

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::balances::{self, BalanceView, ChargeIntent, ChargeView, TopupIntent};
+use super::meters::{self, AddUsage, MeterView, OpenMeter, Settle};
 use super::payments::{self, PaymentIntent, PaymentView, RefundIntent, RefundView};
 use super::{Agent, AgentError, Capability, admit, token_hash};
 use crate::gateway::{Gateway, now_ms};
@@ -40,6 +41,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/balances/{payer_id}", get(read_balance))
         .route("/v1/balances/{payer_id}/topups", post(topup))
         .route("/v1/charges", post(charge))
+        .route("/v1/meters", post(open_meter))
+        .route("/v1/meters/{id}", get(read_meter))
+        .route("/v1/meters/{id}/usage", post(add_usage))
+        .route("/v1/meters/{id}/settle", post(settle_meter))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(gateway)
 }
@@ -225,4 +230,47 @@ async fn charge(
 ) -> Result<Json<ChargeView>, AgentError> {
     let intent: ChargeIntent = body(&bytes)?;
     balances::charge(&gateway, &agent, intent).await.map(Json)
+}
+
+async fn open_meter(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(agent): Authenticated,
+    bytes: Bytes,
+) -> Result<Json<MeterView>, AgentError> {
+    let intent: OpenMeter = body(&bytes)?;
+    meters::open(&gateway, &agent, intent).await.map(Json)
+}
+
+async fn read_meter(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(agent): Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<MeterView>, AgentError> {
+    meters::read(&gateway, &agent, &id).await.map(Json)
+}
+
+async fn add_usage(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(agent): Authenticated,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<MeterView>, AgentError> {
+    let usage: AddUsage = body(&bytes)?;
+    meters::add(&gateway, &agent, &id, usage).await.map(Json)
+}
+
+async fn settle_meter(
+    State(gateway): State<Arc<Gateway>>,
+    Authenticated(agent): Authenticated,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<Json<PaymentView>, AgentError> {
+    let settle: Settle = if bytes.is_empty() {
+        Settle::default()
+    } else {
+        body(&bytes)?
+    };
+    meters::settle(&gateway, &agent, &id, settle)
+        .await
+        .map(Json)
 }

@@ -102,7 +102,7 @@ fn entry_view(e: &LedgerEntry) -> EntryView {
 }
 
 /// Payer ids: 1..=64 of `[A-Za-z0-9_.@-]` (an openid fits).
-fn check_payer(payer_id: &str) -> Result<(), AgentError> {
+pub(super) fn check_payer(payer_id: &str) -> Result<(), AgentError> {
     let ok = !payer_id.is_empty()
         && payer_id.len() <= 64
         && payer_id
@@ -118,7 +118,7 @@ fn check_payer(payer_id: &str) -> Result<(), AgentError> {
     }
 }
 
-fn check_key(key: &str) -> Result<(), AgentError> {
+pub(super) fn check_key(key: &str) -> Result<(), AgentError> {
     if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(AgentError::invalid(
             "idempotency_key",

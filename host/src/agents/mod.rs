@@ -22,6 +22,7 @@
 pub mod api;
 pub mod balances;
 mod error;
+pub mod meters;
 pub mod payments;
 
 use std::collections::BTreeSet;

@@ -42,6 +42,7 @@
 mod agents;
 mod error;
 mod ledger;
+mod meters;
 mod rows;
 mod schema;
 pub mod sqlite;
@@ -52,6 +53,7 @@ pub use self::agents::{
 };
 pub use self::error::StoreError;
 pub use self::ledger::{Charge, ChargeInput, LedgerEntry};
+pub use self::meters::{Meter, Usage};
 pub use self::sqlite::{SqliteSettings, SqliteStore};
 pub use self::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
@@ -281,4 +283,35 @@ pub trait Store: Send + Sync {
 
     /// The payer's latest `limit` ledger entries, newest first.
     fn ledger(&self, payer_id: &str, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
+
+    /// Opens a metering session (or returns the one with this id).
+    fn open_meter(
+        &self,
+        meter_id: &str,
+        agent_id: &str,
+        payer_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<Meter>;
+
+    /// Adds usage to an open meter; the same reference is the same usage.
+    fn add_usage(
+        &self,
+        meter_id: &str,
+        reference: &str,
+        amount_fen: u64,
+        note: Option<&str>,
+        at_ms: i64,
+    ) -> StoreResult<Usage>;
+
+    /// The meter with its total.
+    fn meter(&self, meter_id: &str) -> StoreResult<Option<Meter>>;
+
+    /// Closes the meter to further usage and records its settlement order
+    /// (only the first settlement sets it). Returns the meter as it is now.
+    fn settle_meter(
+        &self,
+        meter_id: &str,
+        out_trade_no: &str,
+        at_ms: i64,
+    ) -> StoreResult<Option<Meter>>;
 }

@@ -36,10 +36,37 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         sql: V4_LEDGER,
     },
+    Migration {
+        version: 5,
+        sql: V5_METERS,
+    },
 ];
 
 /// The highest schema version this build knows.
-pub(crate) const KNOWN_VERSION: i64 = 4;
+pub(crate) const KNOWN_VERSION: i64 = 5;
+
+/// Metering sessions: small usage charges accumulated and settled as one
+/// payment.
+const V5_METERS: &str = "
+CREATE TABLE meters (
+    meter_id      TEXT PRIMARY KEY NOT NULL,
+    agent_id      TEXT NOT NULL,
+    payer_id      TEXT NOT NULL,
+    out_trade_no  TEXT,
+    created_at_ms INTEGER NOT NULL,
+    settled_at_ms INTEGER
+) STRICT;
+
+CREATE TABLE meter_usage (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    meter_id   TEXT NOT NULL REFERENCES meters (meter_id),
+    ref        TEXT NOT NULL UNIQUE,
+    amount_fen INTEGER NOT NULL CHECK (amount_fen > 0),
+    note       TEXT,
+    at_ms      INTEGER NOT NULL
+) STRICT;
+CREATE INDEX meter_usage_meter ON meter_usage (meter_id);
+";
 
 /// Prepaid balances: an append-only ledger per payer (a balance is the sum
 /// of its entries), and the top-up orders whose payment credits it.

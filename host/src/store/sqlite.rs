@@ -19,6 +19,7 @@ use super::agents::{
 };
 use super::error::{SqlContext as _, StoreError};
 use super::ledger::{self, Charge, ChargeInput, LEDGER_COLUMNS, LedgerEntry};
+use super::meters::{self, Meter, Usage};
 use super::rows::{
     self, AUDIT_COLUMNS, NOTIFICATION_COLUMNS, ORDER_COLUMNS, REFUND_COLUMNS, to_sql_int,
 };
@@ -930,5 +931,39 @@ impl Store for SqliteStore {
             params![payer_id, limit],
             ledger::entry_row,
         )
+    }
+
+    fn open_meter(
+        &self,
+        meter_id: &str,
+        agent_id: &str,
+        payer_id: &str,
+        at_ms: i64,
+    ) -> StoreResult<Meter> {
+        self.write(|tx| meters::open_meter_in(tx, meter_id, agent_id, payer_id, at_ms))
+    }
+
+    fn add_usage(
+        &self,
+        meter_id: &str,
+        reference: &str,
+        amount_fen: u64,
+        note: Option<&str>,
+        at_ms: i64,
+    ) -> StoreResult<Usage> {
+        self.write(|tx| meters::add_usage_in(tx, meter_id, reference, amount_fen, note, at_ms))
+    }
+
+    fn meter(&self, meter_id: &str) -> StoreResult<Option<Meter>> {
+        meters::select_meter(&self.conn(), meter_id)
+    }
+
+    fn settle_meter(
+        &self,
+        meter_id: &str,
+        out_trade_no: &str,
+        at_ms: i64,
+    ) -> StoreResult<Option<Meter>> {
+        self.write(|tx| meters::settle_in(tx, meter_id, out_trade_no, at_ms))
     }
 }

@@ -155,10 +155,16 @@ id = "credits"
 name = "Prepaid credits"
 unit_price_fen = 1
 max_quantity = 200000
+[[products]]
+id = "usage"
+name = "Metered usage"
+unit_price_fen = 1
+max_quantity = 1000000
 
 [ledger]
 topup_product = "credits"
 min_topup_fen = 100
+meter_product = "usage"
 "#;
 
 impl Fixture {
