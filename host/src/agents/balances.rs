@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::payments::{self, PaymentIntent, PaymentView};
 use super::{Agent, AgentError, Capability};
-use crate::gateway::{Gateway, OrderRequest, now_ms};
+use crate::gateway::{Gateway, now_ms};
 use crate::store::{Charge, ChargeInput, LedgerEntry};
 
 /// `POST /v1/balances/{payer_id}/topups`.
@@ -203,20 +203,7 @@ pub async fn topup(
     };
     // The order number is fixed by the key: record the top-up before the
     // order exists, so no payment can land uncredited.
-    let request = OrderRequest {
-        product_id: payment.product_id.clone(),
-        quantity,
-        trade_type: payment.trade_type.clone(),
-        payer_openid: payment.payer_openid.clone(),
-        client_ip: payment
-            .client_ip
-            .clone()
-            .unwrap_or_else(|| "127.0.0.1".into()),
-        idempotency_key: payment.idempotency_key.clone(),
-        note: None,
-        scene_info: None,
-        agent_id: Some(agent.id.clone()),
-    };
+    let request = payments::order_request(agent, &payment);
     let actor = format!("{ACTOR_PREFIX}{}", agent.id);
     let no = gateway.validate(&request, &actor).await?.out_trade_no;
     let (payer, agent_id) = (payer_id.to_owned(), agent.id.clone());

@@ -13,7 +13,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::payments::{self, PaymentIntent, PaymentView};
 use super::{Agent, AgentError, Capability};
-use crate::gateway::{Gateway, OrderRequest, now_ms};
+use crate::gateway::{Gateway, now_ms};
 use crate::store::{Meter, Usage};
 
 /// `POST /v1/meters`.
@@ -238,17 +238,7 @@ pub async fn settle(
         note: None,
         scene_info: None,
     };
-    let request = OrderRequest {
-        product_id: payment.product_id.clone(),
-        quantity,
-        trade_type: payment.trade_type.clone(),
-        payer_openid: payment.payer_openid.clone(),
-        client_ip: "127.0.0.1".into(),
-        idempotency_key: payment.idempotency_key.clone(),
-        note: None,
-        scene_info: None,
-        agent_id: Some(agent.id.clone()),
-    };
+    let request = payments::order_request(agent, &payment);
     let actor = format!("agent:{}", agent.id);
     let no = gateway.validate(&request, &actor).await?.out_trade_no;
     let (meter_id, order) = (id.to_owned(), no.clone());

@@ -259,17 +259,7 @@ pub async fn create_payment(
         .at("product_id");
         return Err(refuse(gateway, agent, ACTION, &product, error).await);
     }
-    let request = OrderRequest {
-        product_id: intent.product_id,
-        quantity: intent.quantity,
-        trade_type: intent.trade_type,
-        payer_openid: intent.payer_openid,
-        client_ip: intent.client_ip.unwrap_or_else(|| "127.0.0.1".into()),
-        idempotency_key: intent.idempotency_key,
-        note: intent.note,
-        scene_info: intent.scene_info,
-        agent_id: Some(agent.id.clone()),
-    };
+    let request = order_request(agent, &intent);
     let who = actor(agent);
     let validated = gateway.validate(&request, &who).await?;
     let amount = validated.total_fee;
@@ -355,6 +345,24 @@ pub async fn create_payment(
             );
             Err(refuse(gateway, agent, ACTION, &no, error).await)
         }
+    }
+}
+
+/// The gateway's request for an agent's intent, in the agent's key space.
+pub(super) fn order_request(agent: &Agent, intent: &PaymentIntent) -> OrderRequest {
+    OrderRequest {
+        product_id: intent.product_id.clone(),
+        quantity: intent.quantity,
+        trade_type: intent.trade_type.clone(),
+        payer_openid: intent.payer_openid.clone(),
+        client_ip: intent
+            .client_ip
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1".into()),
+        idempotency_key: intent.idempotency_key.clone(),
+        note: intent.note.clone(),
+        scene_info: intent.scene_info.clone(),
+        agent_id: Some(agent.id.clone()),
     }
 }
 

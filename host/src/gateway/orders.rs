@@ -74,6 +74,19 @@ fn field<'a>(fields: &'a Pairs, name: &str) -> Option<&'a str> {
 }
 
 impl Gateway {
+    /// One compare-and-set on an order, on the blocking pool.
+    async fn move_order(
+        &self,
+        out_trade_no: String,
+        from: &[OrderState],
+        to: OrderState,
+        patch: OrderPatch,
+    ) -> Result<Transition<Order>, Error> {
+        let from = from.to_vec();
+        self.db(move |s| s.transition_order(&out_trade_no, &from, to, patch, now_ms()))
+            .await
+    }
+
     /// The stored order, or [`Error::NotFound`].
     pub async fn stored_order(&self, out_trade_no: &str) -> Result<Order, Error> {
         let no = out_trade_no.to_owned();
@@ -216,7 +229,7 @@ impl Gateway {
         };
         let from = [OrderState::Created];
         let cas = self
-            .db(move |s| s.transition_order(&no, &from, OrderState::Pending, patch, now_ms()))
+            .move_order(no, &from, OrderState::Pending, patch)
             .await?;
         let order = cas.record().cloned().unwrap_or(order);
         self.audit(
@@ -266,15 +279,7 @@ impl Gateway {
             Some(_) => {
                 let from = [OrderState::Created];
                 let failed = self
-                    .db(move |s| {
-                        s.transition_order(
-                            &no,
-                            &from,
-                            OrderState::Failed,
-                            OrderPatch::default(),
-                            now_ms(),
-                        )
-                    })
+                    .move_order(no, &from, OrderState::Failed, OrderPatch::default())
                     .await;
                 if let Err(store) = failed {
                     return store;
@@ -363,9 +368,7 @@ impl Gateway {
         };
         let from = from.to_vec();
         let no = order.out_trade_no.clone();
-        let cas = self
-            .db(move |s| s.transition_order(&no, &from, to, patch, now_ms()))
-            .await?;
+        let cas = self.move_order(no, &from, to, patch).await?;
         if let Transition::Applied(updated) = &cas {
             self.audit(
                 "reconciliation",
@@ -387,15 +390,7 @@ impl Gateway {
         let no = order.out_trade_no.clone();
         let from = [OrderState::Created];
         let cas = self
-            .db(move |s| {
-                s.transition_order(
-                    &no,
-                    &from,
-                    OrderState::Closed,
-                    OrderPatch::default(),
-                    now_ms(),
-                )
-            })
+            .move_order(no, &from, OrderState::Closed, OrderPatch::default())
             .await?;
         self.audit(
             "reconciliation",
@@ -454,15 +449,7 @@ impl Gateway {
         let no = out_trade_no.to_owned();
         let from = [OrderState::Created, OrderState::Pending];
         let cas = self
-            .db(move |s| {
-                s.transition_order(
-                    &no,
-                    &from,
-                    OrderState::Closed,
-                    OrderPatch::default(),
-                    now_ms(),
-                )
-            })
+            .move_order(no, &from, OrderState::Closed, OrderPatch::default())
             .await?;
         self.audit(actor, "order.close", out_trade_no, "closed", json!({}))
             .await?;
