@@ -323,10 +323,19 @@ async fn payments_over_the_threshold_and_refunds_wait_for_a_person() {
         .await;
     assert_eq!(now["status"], "payment_pending", "{now}");
     assert_eq!(now["approval"]["state"], "approved");
-    let twice = wxpay::agents::approve(&f.gateway, approval_id, "alice").await;
-    assert!(
-        matches!(twice, Err(wxpay::Error::Conflict { .. })),
-        "{twice:?}"
+    let twice = wxpay::agents::approve(&f.gateway, approval_id, "alice")
+        .await
+        .expect("approving again is harmless");
+    assert_eq!(twice.id, approval_id);
+    let orders = f
+        .gateway
+        .db(|s| s.orders_in_state(&OrderState::ALL, i64::MAX, 100))
+        .await
+        .expect("orders");
+    assert_eq!(
+        orders.iter().filter(|o| o.out_trade_no == id).count(),
+        1,
+        "one order, not two"
     );
 
     let (_, denied) = create(&f, &token, intent("tea", 2, "denied")).await;
@@ -913,4 +922,44 @@ async fn a_metering_session_settles_many_small_charges_as_one_payment() {
         (settled["status"].as_str(), settled["payment_id"].as_str()),
         (Some("settled"), Some(pay_id.as_str()))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_whose_payment_was_never_sent_is_carried_out_by_reconciliation() {
+    let f = Fixture::start(Options::default()).await;
+    let mut cautious = grant(ALL);
+    cautious.approval_threshold_fen = Some(1_000);
+    let token = f.agent("interrupted", &cautious, None).await;
+    let (_, big) = create(&f, &token, intent("tea", 1, "crash")).await;
+    let approval_id = big["approval"]["id"].as_i64().expect("approval id");
+    let id = big["payment_id"].as_str().expect("id").to_owned();
+    // Approved, and the process died before the order was sent.
+    let decided = f
+        .gateway
+        .db(move |s| {
+            s.decide_approval(
+                approval_id,
+                ApprovalState::Approved,
+                "alice",
+                None,
+                now_ms(),
+            )
+        })
+        .await
+        .expect("decide");
+    assert!(decided.applied());
+    let (_, before) = f
+        .api(&token, Method::GET, &format!("/v1/payments/{id}"), None)
+        .await;
+    assert_eq!(before["status"], "created", "{before}");
+
+    let report = f.gateway.reconcile_once(Duration::from_secs(3600)).await;
+    assert!(report.errors.is_empty(), "{report:?}");
+    assert_eq!(report.approvals_carried_out, 1);
+    let (_, after) = f
+        .api(&token, Method::GET, &format!("/v1/payments/{id}"), None)
+        .await;
+    assert_eq!(after["status"], "payment_pending", "{after}");
+    let again = f.gateway.reconcile_once(Duration::from_secs(3600)).await;
+    assert_eq!(again.approvals_carried_out, 0, "carried out once");
 }

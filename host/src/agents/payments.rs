@@ -659,7 +659,8 @@ fn pending_refund_view(approval: &Approval, payment_id: &str) -> RefundView {
 }
 
 /// `wxpay approvals approve`: marks the approval approved (once), then
-/// carries out the payment or refund it held.
+/// carries out the payment or refund it held. Approving an approved one
+/// again retries the carrying out; reconciliation retries it too.
 pub async fn approve(gateway: &Gateway, id: i64, operator: &str) -> Result<Approval, Error> {
     let decided = gateway
         .db({
@@ -667,11 +668,19 @@ pub async fn approve(gateway: &Gateway, id: i64, operator: &str) -> Result<Appro
             move |s| s.decide_approval(id, ApprovalState::Approved, &operator, None, now_ms())
         })
         .await?;
-    let approval = decided_or_error(decided, id, ApprovalState::Approved)?;
     let who = format!("operator:{operator}");
-    gateway
-        .audit(&who, "approval.approve", &approval.subject, "approved", json!({"approval_id": id, "kind": approval.kind.as_str(), "amount_fen": approval.amount_fen, "agent_id": approval.agent_id}))
-        .await?;
+    let approval = match decided {
+        // Approving again carries out what was approved, if it has not
+        // happened yet: the order and refund numbers make it harmless.
+        Transition::AlreadyThere(a) => a,
+        other => {
+            let a = decided_or_error(other, id, ApprovalState::Approved)?;
+            gateway
+                .audit(&who, "approval.approve", &a.subject, "approved", json!({"approval_id": id, "kind": a.kind.as_str(), "amount_fen": a.amount_fen, "agent_id": a.agent_id}))
+                .await?;
+            a
+        }
+    };
     carry_out(gateway, &approval, &who).await?;
     Ok(approval)
 }

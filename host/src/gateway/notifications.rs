@@ -134,7 +134,11 @@ impl Gateway {
                 )?;
                 let verdict = match &cas {
                     Transition::Applied(_) => Verdict::Accepted,
-                    _ => Verdict::Duplicate,
+                    Transition::AlreadyThere(_) => Verdict::Duplicate,
+                    Transition::Refused(o) => {
+                        Verdict::Rejected(format!("payment failed but the order is {}", o.state))
+                    }
+                    Transition::Missing => Verdict::Rejected("unknown order".into()),
                 };
                 s.record_notification(
                     NotificationKind::Payment,

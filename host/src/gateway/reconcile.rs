@@ -33,6 +33,8 @@ pub struct ReconcileReport {
     pub refunds_changed: usize,
     /// Refunds sent again because WeChat never received them.
     pub refunds_resent: usize,
+    /// Approved payments and refunds sent that had not been sent.
+    pub approvals_carried_out: usize,
     /// Failures, one line each; the next pass tries again.
     pub errors: Vec<String>,
 }
@@ -53,6 +55,17 @@ impl Gateway {
             Ok(orders) => {
                 for order in orders {
                     self.reconcile_order(order, &mut report).await;
+                }
+            }
+            Err(e) => report.errors.push(e.to_string()),
+        }
+        match self.db(move |s| s.approvals_to_carry_out(batch)).await {
+            Ok(approvals) => {
+                for approval in approvals {
+                    match crate::agents::carry_out(self, &approval, ACTOR).await {
+                        Ok(()) => report.approvals_carried_out += 1,
+                        Err(e) => report.errors.push(format!("approval {}: {e}", approval.id)),
+                    }
                 }
             }
             Err(e) => report.errors.push(e.to_string()),
@@ -204,7 +217,9 @@ impl Gateway {
 }
 
 fn log_report(report: &ReconcileReport) {
-    if report.orders_checked + report.refunds_checked == 0 {
+    if report.orders_checked + report.refunds_checked + report.approvals_carried_out == 0
+        && report.errors.is_empty()
+    {
         return;
     }
     tracing::info!(
@@ -214,6 +229,7 @@ fn log_report(report: &ReconcileReport) {
         refunds_checked = report.refunds_checked,
         refunds_changed = report.refunds_changed,
         refunds_resent = report.refunds_resent,
+        approvals_carried_out = report.approvals_carried_out,
         errors = report.errors.len(),
         "reconciliation pass"
     );

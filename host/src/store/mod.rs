@@ -314,4 +314,8 @@ pub trait Store: Send + Sync {
         out_trade_no: &str,
         at_ms: i64,
     ) -> StoreResult<Option<Meter>>;
+
+    /// Up to `limit` approved approvals whose payment or refund is not
+    /// stored yet (carrying it out failed or was interrupted), oldest first.
+    fn approvals_to_carry_out(&self, limit: u32) -> StoreResult<Vec<Approval>>;
 }

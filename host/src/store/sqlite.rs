@@ -966,4 +966,23 @@ impl Store for SqliteStore {
     ) -> StoreResult<Option<Meter>> {
         self.write(|tx| meters::settle_in(tx, meter_id, out_trade_no, at_ms))
     }
+
+    fn approvals_to_carry_out(&self, limit: u32) -> StoreResult<Vec<Approval>> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals a
+             WHERE a.state = 'approved'
+               AND ((a.kind = 'payment'
+                     AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.out_trade_no = a.subject))
+                 OR (a.kind = 'refund'
+                     AND NOT EXISTS (SELECT 1 FROM refunds r WHERE r.out_refund_no = a.subject)))
+             ORDER BY a.id LIMIT ?1"
+        );
+        query_all(
+            &self.conn(),
+            "list approvals",
+            &sql,
+            params![limit],
+            agents::approval_row,
+        )
+    }
 }
