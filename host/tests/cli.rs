@@ -218,4 +218,16 @@ fn verify_accepts_a_genuine_notification_and_refuses_a_tampered_one() {
     );
     assert!(text(&out.stdout).contains("&key=***"));
     assert_no_key(&out);
+
+    let alias = wxpay(
+        &["explain-signature", "--sign-type", "hmac-sha256"],
+        &body,
+        &env,
+    );
+    assert!(alias.status.success(), "{}", text(&alias.stderr));
+    assert_eq!(
+        text(&alias.stdout),
+        text(&wxpay(&["explain", "--sign-type", "hmac-sha256"], &body, &env).stdout),
+        "explain-signature is the operator's name for explain"
+    );
 }
