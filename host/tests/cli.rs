@@ -231,3 +231,23 @@ fn verify_accepts_a_genuine_notification_and_refuses_a_tampered_one() {
         "explain-signature is the operator's name for explain"
     );
 }
+
+#[test]
+fn a_closed_output_pipe_ends_output_quietly() {
+    for args in [&["inspect"][..], &["tools", "--format", "openai"][..]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("wxpay runs");
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("wxpay exits");
+        assert!(
+            !text(&out.stderr).contains("panicked"),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {:?}", out.status);
+    }
+}

@@ -88,7 +88,7 @@ pub(super) fn agents(args: &AgentsArgs) -> Result<(), Error> {
                 json!({"grant": serde_json::from_str::<serde_json::Value>(&record.grant_json).unwrap_or_default()}),
             )?;
             eprintln!("agent {} added; its token is shown once:", record.agent_id);
-            println!("{token}");
+            outln!("{token}");
             Ok(())
         }
         AgentsAction::List => {
@@ -277,9 +277,14 @@ pub(super) fn audit_log(args: &AuditArgs) -> Result<(), Error> {
         let at = chrono::DateTime::from_timestamp_millis(e.at_ms)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             .unwrap_or_default();
-        println!(
+        outln!(
             "{:>6}  {at}  {:<22} {:<22} {:<34} {:<16} {}",
-            e.seq, e.actor, e.action, e.subject, e.outcome, e.detail
+            e.seq,
+            e.actor,
+            e.action,
+            e.subject,
+            e.outcome,
+            e.detail
         );
     }
     Ok(())

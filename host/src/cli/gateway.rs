@@ -98,7 +98,7 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
         let bound = listener
             .local_addr()
             .map_err(|e| Error::input(listen.to_string(), e))?;
-        println!("wxpay gateway listening on http://{bound}");
+        outln!("wxpay gateway listening on http://{bound}");
         tracing::info!(%bound, notify_url = %gateway.config().pay_notify_url(), "serving");
         let app =
             callbacks::router(Arc::clone(&gateway)).merge(crate::agents::api::router(gateway));
@@ -337,7 +337,7 @@ pub(super) fn notifications(args: &NotificationsArgs) -> Result<(), Error> {
     let store = crate::store::SqliteStore::open(&config.store.sqlite)?;
     let records = crate::store::Store::notifications(&store, limit, offset)?;
     for n in records {
-        println!(
+        outln!(
             "{:>6}  {}  {:<7}  {:<28}  {}",
             n.id,
             chrono::DateTime::from_timestamp_millis(n.received_at_ms)
@@ -407,7 +407,7 @@ enum ConfigAction {
 pub(super) fn config(args: &ConfigCommandArgs) -> Result<(), Error> {
     let ConfigAction::Check { probe } = args.action;
     let config = args.config.load()?;
-    print!("{}", config.redacted_toml());
+    outln!("{}", config.redacted_toml().trim_end());
     let key = crate::key::ApiKey::load(&config.key_source())?;
     let mut warnings = key.self_check();
     drop(key);

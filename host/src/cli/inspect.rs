@@ -24,19 +24,19 @@ pub(super) fn run(args: &InspectArgs) -> Result<(), Error> {
     let sandbox = args.component.sandbox()?;
     let engine = sandbox.engine();
     let component = sandbox.component();
-    println!("component: {}", args.component.label());
-    println!("size: {} bytes", sandbox.size());
-    println!("sha256: {}", hex::encode(sandbox.sha256()));
+    outln!("component: {}", args.component.label());
+    outln!("size: {} bytes", sandbox.size());
+    outln!("sha256: {}", hex::encode(sandbox.sha256()));
 
     let imports = import_names(engine, component);
-    println!("imports ({}):", imports.len());
+    outln!("imports ({}):", imports.len());
     for name in &imports {
         let verdict = if ALLOWED_INTERFACES.contains(&unversioned(name)) {
             "allowed"
         } else {
             "FORBIDDEN"
         };
-        println!("  {name}  [{verdict}]");
+        outln!("  {name}  [{verdict}]");
     }
     let forbidden: Vec<&str> = FORBIDDEN_PREFIXES
         .iter()
@@ -44,15 +44,15 @@ pub(super) fn run(args: &InspectArgs) -> Result<(), Error> {
         .filter(|p| imports.iter().any(|i| i.starts_with(p)))
         .collect();
     if forbidden.is_empty() {
-        println!("network, filesystem, clocks, random: none imported");
+        outln!("network, filesystem, clocks, random: none imported");
     } else {
-        println!("forbidden families imported: {}", forbidden.join(", "));
+        outln!("forbidden families imported: {}", forbidden.join(", "));
     }
 
-    println!("exports:");
+    outln!("exports:");
     for (name, item) in component.component_type().exports(engine) {
-        println!("  {name}");
-        print_instance_exports(engine, &item.ty);
+        outln!("  {name}");
+        print_instance_exports(engine, &item.ty)?;
     }
     if let Some(path) = &args.write_component {
         let bytes = match &args.component.component {
@@ -62,14 +62,14 @@ pub(super) fn run(args: &InspectArgs) -> Result<(), Error> {
             None => EMBEDDED_COMPONENT.to_vec(),
         };
         std::fs::write(path, bytes).map_err(|e| Error::input(path.display().to_string(), e))?;
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     Ok(())
 }
 
-fn print_instance_exports(engine: &Engine, item: &ComponentItem) {
+fn print_instance_exports(engine: &Engine, item: &ComponentItem) -> Result<(), Error> {
     let ComponentItem::ComponentInstance(instance) = item else {
-        return;
+        return Ok(());
     };
     for (name, export) in instance.exports(engine) {
         let kind = match export.ty {
@@ -79,7 +79,8 @@ fn print_instance_exports(engine: &Engine, item: &ComponentItem) {
             _ => "other",
         };
         if kind != "type" {
-            println!("    {kind} {name}");
+            outln!("    {kind} {name}");
         }
     }
+    Ok(())
 }

@@ -192,9 +192,9 @@ pub(super) fn sign(args: &SignArgs) -> Result<(), Error> {
     if args.xml {
         let mut signed: Pairs = params.into_iter().filter(|(k, _)| k != "sign").collect();
         signed.push(("sign".to_owned(), sign));
-        println!("{}", signer.write_xml(&signed)?);
+        outln!("{}", signer.write_xml(&signed)?);
     } else {
-        println!("{sign}");
+        outln!("{sign}");
     }
     signer.drop_merchant(merchant)
 }
@@ -253,7 +253,7 @@ pub(super) fn verify(args: &VerifyArgs) -> Result<(), Error> {
     };
     signer.drop_merchant(merchant)?;
     let verdict = verdict?;
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&verdict).map_err(|e| Error::input("output", e))?
     );
@@ -266,9 +266,9 @@ pub(super) fn explain(args: &ExplainArgs) -> Result<(), Error> {
     let mut signer = sandbox.instantiate()?;
     let params = read_params(&mut signer, &bytes)?;
     let explanation = signer.explain_signature(&params, args.merchant.sign_type.into())?;
-    println!("string to sign: {}", explanation.redacted_string_to_sign);
+    outln!("string to sign: {}", explanation.redacted_string_to_sign);
     if let Some(looks) = explanation.sign_looks_like {
-        println!("the sign looks like: {}", sign_type_name(looks));
+        outln!("the sign looks like: {}", sign_type_name(looks));
     }
     let causes = if args.with_key {
         let settings = args.merchant.settings(&params)?;
@@ -280,9 +280,9 @@ pub(super) fn explain(args: &ExplainArgs) -> Result<(), Error> {
     } else {
         explanation.likely_causes
     };
-    println!("likely causes:");
+    outln!("likely causes:");
     for cause in causes {
-        println!("  - {cause}");
+        outln!("  - {cause}");
     }
     Ok(())
 }

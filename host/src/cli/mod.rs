@@ -5,6 +5,14 @@
 //! argument value. Exit status: 0 success, 1 the component refused the
 //! input (bad signature, bad field), 2 anything else (usage, files).
 
+/// `println!` for commands: a line to stdout, where a closed pipe
+/// (`wxpay … | head`) ends the output quietly instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::print_line(&format!($($arg)*))?
+    };
+}
+
 mod agents;
 mod gateway;
 mod inspect;
@@ -212,7 +220,7 @@ fn mcp(args: &McpArgs) -> Result<(), Error> {
                 let bound = listener
                     .local_addr()
                     .map_err(|e| Error::input(addr.to_string(), e))?;
-                println!("wxpay MCP server on http://{bound}/mcp");
+                outln!("wxpay MCP server on http://{bound}/mcp");
                 axum::serve(listener, app)
                     .await
                     .map_err(|e| Error::input("mcp", e))
@@ -233,7 +241,7 @@ fn tools(args: &ToolsArgs) -> Result<(), Error> {
 }
 
 /// Writes a line to stdout; a closed pipe (`| head`) is not an error.
-fn print_line(text: &str) -> Result<(), Error> {
+pub(crate) fn print_line(text: &str) -> Result<(), Error> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     match writeln!(out, "{text}").and_then(|()| out.flush()) {

@@ -97,12 +97,12 @@ fn serve(args: &SimulateArgs) -> Result<(), Error> {
     runtime()?.block_on(async move {
         let (listener, bound) = crate::simulator::bind(args.listen).await?;
         if let Some(tls) = tls {
-            println!(
+            outln!(
                 "wxpay simulator listening on https://{bound} (client certificates for /secapi/)"
             );
             return tls::serve(simulator, listener, tls).await;
         }
-        println!(
+        outln!(
             "wxpay simulator listening on http://{bound} ({} merchant(s), clock x{})",
             config.merchants.len(),
             config.settings.clock_scale
@@ -131,7 +131,7 @@ fn pay(url: &str, out_trade_no: &str, mch_id: Option<&str>, sandbox: bool) -> Re
             .await
             .map_err(|e| Error::input(endpoint.clone(), e))?;
         if status.is_success() {
-            println!("{text}");
+            outln!("{text}");
             Ok(())
         } else {
             Err(Error::input(format!("paying {out_trade_no}"), text))
