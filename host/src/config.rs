@@ -175,6 +175,10 @@ pub struct ServerSection {
     /// Largest notification body accepted, in bytes.
     #[serde(default = "default_body_limit")]
     pub max_body_bytes: usize,
+    /// Serve the agent API (`/v1`) here instead of on `listen`, so it can
+    /// stay on a private interface while WeChat reaches the callbacks.
+    #[serde(default)]
+    pub agent_listen: Option<SocketAddr>,
 }
 
 /// `[store]`.

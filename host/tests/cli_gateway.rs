@@ -651,3 +651,54 @@ async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
     }
     assert!(!log.contains(&token) && !log.contains(KEY));
 }
+
+#[test]
+fn the_agent_api_can_listen_apart_from_the_public_callbacks() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (public, private) = (free_port(), free_port());
+    let config = config_file(dir.path(), "http://127.0.0.1:9", public);
+    let text_config = std::fs::read_to_string(&config).expect("read");
+    let split = text_config.replace(
+        "max_body_bytes = 65536\n",
+        &format!("max_body_bytes = 65536\nagent_listen = \"127.0.0.1:{private}\"\n"),
+    );
+    assert_ne!(split, text_config, "the example has the line to extend");
+    std::fs::write(&config, split).expect("write");
+    let _served = serve(&config);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let status = |port: u16, path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        runtime.block_on(async {
+            let mut last = 0;
+            for _ in 0..50 {
+                match reqwest::Client::new()
+                    .get(&url)
+                    .bearer_auth("wxpa_unknown")
+                    .send()
+                    .await
+                {
+                    Ok(r) => return r.status().as_u16(),
+                    Err(_) => last += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{url} never answered ({last} tries)");
+        })
+    };
+    assert_eq!(status(public, "/healthz"), 200);
+    assert_eq!(
+        status(public, "/v1/products"),
+        404,
+        "no agent API on the public listener"
+    );
+    assert_eq!(
+        status(private, "/v1/products"),
+        401,
+        "the agent API, on its own address"
+    );
+    assert_eq!(
+        status(private, "/healthz"),
+        404,
+        "no callbacks on the private listener"
+    );
+}

@@ -91,24 +91,56 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
                 stopped,
             ));
         }
-        let listen = gateway.config().server.listen;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| Error::input(listen.to_string(), e))?;
-        let bound = listener
-            .local_addr()
-            .map_err(|e| Error::input(listen.to_string(), e))?;
+        let server = gateway.config().server.clone();
+        let (listener, bound) = bind(server.listen).await?;
         outln!("wxpay gateway listening on http://{bound}");
         tracing::info!(%bound, notify_url = %gateway.config().pay_notify_url(), "serving");
-        let app =
-            callbacks::router(Arc::clone(&gateway)).merge(crate::agents::api::router(gateway));
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|e| Error::input("server", e))?;
+        let callbacks = callbacks::router(Arc::clone(&gateway));
+        let agents = crate::agents::api::router(gateway);
+        let (quit, quitting) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = quit.send(true);
+        });
+        match server.agent_listen {
+            None => serve_until(listener, callbacks.merge(agents), quitting).await?,
+            Some(addr) => {
+                let (agent_listener, agent_bound) = bind(addr).await?;
+                outln!("wxpay agent API listening on http://{agent_bound}");
+                let public = serve_until(listener, callbacks, quitting.clone());
+                let private = serve_until(agent_listener, agents, quitting);
+                tokio::try_join!(public, private)?;
+            }
+        }
         let _ = stop.send(true);
         Ok(())
     })
+}
+
+async fn bind(
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::input(addr.to_string(), e))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::input(addr.to_string(), e))?;
+    Ok((listener, bound))
+}
+
+/// Serves until the shutdown signal, finishing requests in flight.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut quitting: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Error> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = quitting.wait_for(|quit| *quit).await;
+        })
+        .await
+        .map_err(|e| Error::input("server", e))
 }
 
 async fn shutdown_signal() {
