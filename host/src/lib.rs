@@ -29,6 +29,7 @@ pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod key;
+mod listen;
 pub mod mcp;
 pub mod pkcs12;
 pub mod sandbox;

@@ -92,7 +92,7 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
             ));
         }
         let server = gateway.config().server.clone();
-        let (listener, bound) = bind(server.listen).await?;
+        let (listener, bound) = crate::listen::bind(server.listen).await?;
         outln!("wxpay gateway listening on http://{bound}");
         tracing::info!(%bound, notify_url = %gateway.config().pay_notify_url(), "serving");
         let callbacks = callbacks::router(Arc::clone(&gateway));
@@ -105,7 +105,7 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
         match server.agent_listen {
             None => serve_until(listener, callbacks.merge(agents), quitting).await?,
             Some(addr) => {
-                let (agent_listener, agent_bound) = bind(addr).await?;
+                let (agent_listener, agent_bound) = crate::listen::bind(addr).await?;
                 outln!("wxpay agent API listening on http://{agent_bound}");
                 let public = serve_until(listener, callbacks, quitting.clone());
                 let private = serve_until(agent_listener, agents, quitting);
@@ -115,18 +115,6 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
         let _ = stop.send(true);
         Ok(())
     })
-}
-
-async fn bind(
-    addr: std::net::SocketAddr,
-) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::input(addr.to_string(), e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::input(addr.to_string(), e))?;
-    Ok((listener, bound))
 }
 
 /// Serves until the shutdown signal, finishing requests in flight.

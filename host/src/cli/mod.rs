@@ -214,12 +214,7 @@ fn mcp(args: &McpArgs) -> Result<(), Error> {
                     StreamableHttpServerConfig::default(),
                 );
                 let app = axum::Router::new().nest_service("/mcp", service);
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|e| Error::input(addr.to_string(), e))?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|e| Error::input(addr.to_string(), e))?;
+                let (listener, bound) = crate::listen::bind(addr).await?;
                 outln!("wxpay MCP server on http://{bound}/mcp");
                 axum::serve(listener, app)
                     .await

@@ -163,16 +163,7 @@ impl Simulator {
     }
 }
 
-/// Binds a listener and says where it is.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), Error> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::input(addr.to_string(), e))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Error::input(addr.to_string(), e))?;
-    Ok((listener, bound))
-}
+pub(crate) use crate::listen::bind;
 
 /// Runs a server in the background, reporting why it stopped if it does.
 pub(crate) fn detach(server: impl Future<Output = Result<(), Error>> + Send + 'static) {
