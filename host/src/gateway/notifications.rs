@@ -14,7 +14,9 @@ use serde_json::json;
 use super::{Gateway, now_ms, parse_beijing_time};
 use crate::error::Error;
 use crate::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
-use crate::store::{NotificationKind, OrderPatch, OrderState, RefundState, Transition, Verdict};
+use crate::store::{
+    NotificationKind, Order, OrderPatch, OrderState, Refund, RefundState, Transition, Verdict,
+};
 
 /// What to answer WeChat.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,32 @@ pub struct NotifyReply {
 }
 
 const ACTOR: &str = "wechat";
+
+fn out_trade_no_of(fields: &crate::sandbox::signer::Pairs) -> Option<String> {
+    fields
+        .iter()
+        .find(|(k, _)| k == "out_trade_no")
+        .map(|(_, v)| v.clone())
+}
+
+/// What a payment notification must say, from the stored order.
+fn expected_order(order: &Order) -> ExpectedOrder {
+    ExpectedOrder {
+        out_trade_no: order.out_trade_no.clone(),
+        total_fee: order.total_fee,
+        fee_type: Some(order.fee_type.clone()),
+        sign_type: Some(order.sign_type.into()),
+    }
+}
+
+/// What a refund notification must say, from the stored refund.
+fn expected_refund(refund: &Refund) -> ExpectedRefund {
+    ExpectedRefund {
+        out_trade_no: refund.out_trade_no.clone(),
+        out_refund_no: refund.out_refund_no.clone(),
+        refund_fee: refund.refund_fee,
+    }
+}
 
 impl Gateway {
     /// Handles a payment notification body.
@@ -43,11 +71,7 @@ impl Gateway {
                     .await;
             }
         };
-        let Some(no) = fields
-            .iter()
-            .find(|(k, _)| k == "out_trade_no")
-            .map(|(_, v)| v.clone())
-        else {
+        let Some(no) = out_trade_no_of(&fields) else {
             return self
                 .reject(kind, body, None, "no out_trade_no".into())
                 .await;
@@ -58,12 +82,7 @@ impl Gateway {
                 .reject(kind, body, Some(no), "unknown order".into())
                 .await;
         };
-        let expected = ExpectedOrder {
-            out_trade_no: order.out_trade_no.clone(),
-            total_fee: order.total_fee,
-            fee_type: Some(order.fee_type.clone()),
-            sign_type: Some(order.sign_type.into()),
-        };
+        let expected = expected_order(&order);
         let verified = self.sign(|s| {
             s.instance
                 .verify_payment_notification(&s.merchant, &body, Some(&expected))
@@ -184,11 +203,7 @@ impl Gateway {
             let no = Some(claimed.out_trade_no);
             return self.reject(kind, body, no, "unknown refund".into()).await;
         };
-        let expected = ExpectedRefund {
-            out_trade_no: refund.out_trade_no.clone(),
-            out_refund_no: refund.out_refund_no.clone(),
-            refund_fee: refund.refund_fee,
-        };
+        let expected = expected_refund(&refund);
         let checked = self.sign(|s| {
             s.instance
                 .verify_refund_notification(&s.merchant, &body, Some(&expected))
@@ -314,25 +329,9 @@ impl Gateway {
         match kind {
             NotificationKind::Payment => {
                 let fields = self.sign(|s| s.instance.parse_xml(body, Some(self.body_limit())))?;
-                let no = fields
-                    .iter()
-                    .find(|(k, _)| k == "out_trade_no")
-                    .map(|(_, v)| v.clone())
+                let no = out_trade_no_of(&fields)
                     .ok_or_else(|| Error::input("notification", "no out_trade_no"))?;
-                let lookup = no.clone();
-                let order = self
-                    .db(move |s| s.order(&lookup))
-                    .await?
-                    .ok_or(Error::NotFound {
-                        what: "order",
-                        id: no,
-                    })?;
-                let expected = ExpectedOrder {
-                    out_trade_no: order.out_trade_no.clone(),
-                    total_fee: order.total_fee,
-                    fee_type: Some(order.fee_type.clone()),
-                    sign_type: Some(order.sign_type.into()),
-                };
+                let expected = expected_order(&self.stored_order(&no).await?);
                 let notice = self.sign(|s| {
                     s.instance
                         .verify_payment_notification(&s.merchant, body, Some(&expected))
@@ -352,11 +351,7 @@ impl Gateway {
                         what: "refund",
                         id: claimed.out_refund_no,
                     })?;
-                let expected = ExpectedRefund {
-                    out_trade_no: refund.out_trade_no.clone(),
-                    out_refund_no: refund.out_refund_no.clone(),
-                    refund_fee: refund.refund_fee,
-                };
+                let expected = expected_refund(&refund);
                 let notice = self.sign(|s| {
                     s.instance
                         .verify_refund_notification(&s.merchant, body, Some(&expected))
