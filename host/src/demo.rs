@@ -22,7 +22,7 @@ use crate::gateway::{Gateway, now_ms};
 use crate::sandbox::Sandbox;
 use crate::simulator::Simulator;
 use crate::simulator::config::SimulatorConfig;
-use crate::store::{AgentRecord, ApprovalState};
+use crate::store::ApprovalState;
 
 /// The demo merchant's test key (the official documentation's example key).
 const DEMO_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
@@ -586,16 +586,7 @@ async fn add_demo_agent(gateway: &Gateway) -> Result<String, Error> {
         approval_threshold_fen: Some(20_000),
         refunds_need_approval: true,
     };
-    let token = agents::new_token();
-    let record = AgentRecord {
-        agent_id: "demo-agent".into(),
-        name: "Demo agent".into(),
-        token_sha256: agents::token_hash(&token),
-        grant_json: serde_json::to_string(&grant).map_err(|e| Error::input("grant", e))?,
-        created_at_ms: now_ms(),
-        expires_at_ms: Some(now_ms() + 3_600_000),
-        revoked_at_ms: None,
-    };
+    let (record, token) = agents::enroll("demo-agent", "Demo agent", &grant, now_ms(), 3_600_000)?;
     gateway.db(move |s| s.insert_agent(&record)).await?;
     Ok(token)
 }

@@ -107,12 +107,7 @@ async fn products(
     State(gateway): State<Arc<Gateway>>,
     Authenticated(agent): Authenticated,
 ) -> Result<Json<serde_json::Value>, AgentError> {
-    if !agent.grant.allows(Capability::Read) {
-        return Err(AgentError::forbidden(
-            "capability_missing",
-            "this agent's grant does not include `read`",
-        ));
-    }
+    payments::require(&gateway, &agent, Capability::Read, "products.read", "-").await?;
     let listed: Vec<_> = gateway
         .catalog()
         .iter()

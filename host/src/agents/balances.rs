@@ -134,12 +134,7 @@ pub async fn balance(
     agent: &Agent,
     payer_id: &str,
 ) -> Result<BalanceView, AgentError> {
-    if !agent.grant.allows(Capability::Read) {
-        return Err(AgentError::forbidden(
-            "capability_missing",
-            "this agent's grant does not include `read`",
-        ));
-    }
+    payments::require(gateway, agent, Capability::Read, "balance.read", payer_id).await?;
     check_payer(payer_id)?;
     let payer = payer_id.to_owned();
     let (balance_fen, entries) = gateway
@@ -169,11 +164,7 @@ pub async fn topup(
             "top-ups are not configured on this gateway ([ledger] topup_product)",
         )
     })?;
-    let step = gateway
-        .catalog()
-        .iter()
-        .find(|p| p.product_id == product_id)
-        .map(|p| p.unit_price_fen)
+    let step = topup_step(gateway)
         .ok_or_else(|| AgentError::internal("the top-up product is not in the catalog"))?;
     let amount = intent.amount_fen;
     if amount < ledger.min_topup_fen
@@ -228,22 +219,7 @@ pub async fn charge(
 ) -> Result<ChargeView, AgentError> {
     const ACTION: &str = "charge.create";
     let actor = format!("{ACTOR_PREFIX}{}", agent.id);
-    if !agent.grant.allows(Capability::Charge) {
-        let error = AgentError::forbidden(
-            "capability_missing",
-            "this agent's grant does not include `charge`",
-        );
-        gateway
-            .audit(
-                &actor,
-                ACTION,
-                &intent.payer_id,
-                "refused",
-                json!({"code": error.code}),
-            )
-            .await?;
-        return Err(error);
-    }
+    payments::require(gateway, agent, Capability::Charge, ACTION, &intent.payer_id).await?;
     check_payer(&intent.payer_id)?;
     check_key(&intent.idempotency_key)?;
     if intent.amount_fen == 0 || intent.amount_fen > agent.grant.per_payment_cap_fen {
@@ -304,14 +280,20 @@ pub async fn charge(
     }
 }
 
+/// The top-up step: the price of the configured top-up product.
+fn topup_step(gateway: &Gateway) -> Option<u64> {
+    let id = gateway.config().ledger.topup_product.as_ref()?;
+    gateway
+        .catalog()
+        .iter()
+        .find(|p| &p.product_id == id)
+        .map(|p| p.unit_price_fen)
+}
+
 /// The smallest allowed top-up that covers `short` fen.
 fn suggested_topup(gateway: &Gateway, short: u64) -> u64 {
     let ledger = &gateway.config().ledger;
-    let step = ledger
-        .topup_product
-        .as_ref()
-        .and_then(|id| gateway.catalog().iter().find(|p| &p.product_id == id))
-        .map_or(1, |p| p.unit_price_fen.max(1));
+    let step = topup_step(gateway).map_or(1, |step| step.max(1));
     let rounded = short.div_ceil(step) * step;
     rounded.max(ledger.min_topup_fen)
 }

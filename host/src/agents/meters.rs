@@ -9,7 +9,6 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 
 use super::payments::{self, PaymentIntent, PaymentView};
 use super::{Agent, AgentError, Capability};
@@ -82,27 +81,7 @@ fn view(meter: &Meter) -> MeterView {
 }
 
 fn meter_id(agent: &Agent, key: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"wxpay-meter\0")
-        .chain_update(agent.id.as_bytes())
-        .chain_update(b"/")
-        .chain_update(key.as_bytes())
-        .finalize();
-    format!("MT{}", &hex::encode_upper(digest)[..30])
-}
-
-fn require(agent: &Agent, capability: Capability) -> Result<(), AgentError> {
-    if agent.grant.allows(capability) {
-        Ok(())
-    } else {
-        Err(AgentError::forbidden(
-            "capability_missing",
-            format!(
-                "this agent's grant does not include `{}`",
-                capability.as_str()
-            ),
-        ))
-    }
+    super::derived_id("MT", "wxpay-meter", &[&agent.id, key])
 }
 
 async fn own(gateway: &Gateway, agent: &Agent, id: &str) -> Result<Meter, AgentError> {
@@ -120,7 +99,14 @@ pub async fn open(
     agent: &Agent,
     intent: OpenMeter,
 ) -> Result<MeterView, AgentError> {
-    require(agent, Capability::Charge)?;
+    payments::require(
+        gateway,
+        agent,
+        Capability::Charge,
+        "meter.open",
+        &intent.payer_id,
+    )
+    .await?;
     if gateway.config().ledger.meter_product.is_none() {
         return Err(AgentError::conflict(
             "not_configured",
@@ -146,7 +132,7 @@ pub async fn open(
 
 /// `GET /v1/meters/{id}`.
 pub async fn read(gateway: &Gateway, agent: &Agent, id: &str) -> Result<MeterView, AgentError> {
-    require(agent, Capability::Read)?;
+    payments::require(gateway, agent, Capability::Read, "meter.read", id).await?;
     Ok(view(&own(gateway, agent, id).await?))
 }
 
@@ -157,7 +143,7 @@ pub async fn add(
     id: &str,
     usage: AddUsage,
 ) -> Result<MeterView, AgentError> {
-    require(agent, Capability::Charge)?;
+    payments::require(gateway, agent, Capability::Charge, "meter.usage", id).await?;
     super::balances::check_key(&usage.idempotency_key)?;
     if usage.amount_fen == 0 || usage.amount_fen > agent.grant.per_payment_cap_fen {
         return Err(AgentError::invalid(
@@ -203,7 +189,7 @@ pub async fn settle(
     id: &str,
     settle: Settle,
 ) -> Result<PaymentView, AgentError> {
-    require(agent, Capability::Create)?;
+    payments::require(gateway, agent, Capability::Create, "meter.settle", id).await?;
     let meter = own(gateway, agent, id).await?;
     let product_id = gateway
         .config()

@@ -138,6 +138,39 @@ pub fn new_token() -> String {
     token
 }
 
+/// A new agent to store, and its token — shown once, never stored.
+pub fn enroll(
+    agent_id: &str,
+    name: &str,
+    grant: &Grant,
+    now_ms: i64,
+    lifetime_ms: i64,
+) -> Result<(AgentRecord, String), crate::Error> {
+    let token = new_token();
+    let record = AgentRecord {
+        agent_id: agent_id.to_owned(),
+        name: name.to_owned(),
+        token_sha256: token_hash(&token),
+        grant_json: serde_json::to_string(grant).map_err(|e| crate::Error::input("grant", e))?,
+        created_at_ms: now_ms,
+        expires_at_ms: Some(now_ms.saturating_add(lifetime_ms)),
+        revoked_at_ms: None,
+    };
+    Ok((record, token))
+}
+
+/// A 32-character id fixed by its parts: `prefix` and the first 30
+/// upper-case hex digits of SHA-256 over `domain`, a NUL, and the parts
+/// joined by `/`. The same idempotency key always names the same thing.
+pub(crate) fn derived_id(prefix: &str, domain: &str, parts: &[&str]) -> String {
+    let digest = Sha256::new()
+        .chain_update(domain.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(parts.join("/").as_bytes())
+        .finalize();
+    format!("{prefix}{}", &hex::encode_upper(digest)[..30])
+}
+
 /// The hash the store keeps for a token.
 pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

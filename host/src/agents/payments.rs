@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use sha2::{Digest as _, Sha256};
 
 use super::{Agent, AgentError, BUDGET_WINDOW_MS, Capability};
 use crate::error::Error;
-use crate::gateway::{Gateway, OrderRequest, RefundRequestInput, now_ms};
+use crate::gateway::{Gateway, OrderRequest, RefundRequestInput, now_ms, same_order};
 use crate::store::{
     Admission, Approval, ApprovalInput, ApprovalKind, ApprovalState, Inserted, Order, OrderState,
     Refund, SpendLimit, Transition,
@@ -147,7 +146,7 @@ async fn refuse(
     error
 }
 
-async fn require(
+pub(super) async fn require(
     gateway: &Gateway,
     agent: &Agent,
     capability: Capability,
@@ -307,9 +306,13 @@ pub async fn create_payment(
             ))
         }
         Admission::OrderExists(existing) => {
-            same_intent(&existing, &order).map_err(|e| {
-                AgentError::conflict("idempotency_conflict", e).at("idempotency_key")
-            })?;
+            if !same_order(&existing, &order) {
+                return Err(AgentError::conflict(
+                    "idempotency_conflict",
+                    "this idempotency key was used for a different payment; use a new key",
+                )
+                .at("idempotency_key"));
+            }
             let placed = gateway.place(existing, &validated, &who).await?;
             Ok(order_view(
                 &placed.order,
@@ -363,18 +366,6 @@ pub(super) fn order_request(agent: &Agent, intent: &PaymentIntent) -> OrderReque
         note: intent.note.clone(),
         scene_info: intent.scene_info.clone(),
         agent_id: Some(agent.id.clone()),
-    }
-}
-
-fn same_intent(existing: &Order, fresh: &Order) -> Result<(), String> {
-    let same = existing.product_id == fresh.product_id
-        && existing.quantity == fresh.quantity
-        && existing.trade_type == fresh.trade_type
-        && existing.total_fee == fresh.total_fee;
-    if same {
-        Ok(())
-    } else {
-        Err("this idempotency key was used for a different payment; use a new key".into())
     }
 }
 
@@ -490,15 +481,7 @@ pub async fn close_payment(
 
 /// The refund number for an agent's refund key: the same key, the same refund.
 fn refund_number(agent: &Agent, payment_id: &str, key: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(b"wxpay-refund\0")
-        .chain_update(agent.id.as_bytes())
-        .chain_update(b"/")
-        .chain_update(payment_id.as_bytes())
-        .chain_update(b"/")
-        .chain_update(key.as_bytes())
-        .finalize();
-    format!("RF{}", &hex::encode_upper(digest)[..30])
+    super::derived_id("RF", "wxpay-refund", &[&agent.id, payment_id, key])
 }
 
 /// `POST /v1/payments/{id}/refunds`.
@@ -510,12 +493,7 @@ pub async fn refund_payment(
 ) -> Result<RefundView, AgentError> {
     const ACTION: &str = "refund.create";
     require(gateway, agent, Capability::Refund, ACTION, id).await?;
-    if intent.idempotency_key.is_empty() || intent.idempotency_key.len() > 128 {
-        return Err(AgentError::invalid(
-            "idempotency_key",
-            "required, 1..=128 characters",
-        ));
-    }
+    super::balances::check_key(&intent.idempotency_key)?;
     let no = id.to_owned();
     let order = gateway
         .db(move |s| s.order(&no))

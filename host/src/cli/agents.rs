@@ -146,18 +146,9 @@ fn new_agent(add: &AddArgs) -> Result<(AgentRecord, String), Error> {
         approval_threshold_fen: add.approval_threshold_fen,
         refunds_need_approval: !add.refunds_without_approval,
     };
-    let token = agents::new_token();
-    let now = now_ms();
-    let record = AgentRecord {
-        agent_id: add.agent_id.clone(),
-        name: add.name.clone().unwrap_or_else(|| add.agent_id.clone()),
-        token_sha256: agents::token_hash(&token),
-        grant_json: serde_json::to_string(&grant).map_err(|e| Error::input("grant", e))?,
-        created_at_ms: now,
-        expires_at_ms: Some(now + i64::from(add.expires_in_days) * 86_400_000),
-        revoked_at_ms: None,
-    };
-    Ok((record, token))
+    let name = add.name.as_deref().unwrap_or(&add.agent_id);
+    let lifetime = i64::from(add.expires_in_days) * 86_400_000;
+    agents::enroll(&add.agent_id, name, &grant, now_ms(), lifetime)
 }
 
 fn audit(

@@ -25,7 +25,7 @@ use rand::Rng as _;
 use rand::distr::Alphanumeric;
 
 pub use self::notifications::NotifyReply;
-pub use self::orders::{CreatedOrder, OrderRequest, RefundRequestInput};
+pub use self::orders::{CreatedOrder, OrderRequest, RefundRequestInput, same_order};
 pub use self::reconcile::ReconcileReport;
 pub use self::time::{beijing_time, now_ms, parse_beijing_time};
 

@@ -616,13 +616,18 @@ fn retryable_code(code: &str) -> bool {
     )
 }
 
-/// An order found under the same key must be the same order.
-fn same_request(existing: &Order, fresh: &Order) -> Result<(), Error> {
-    let same = existing.product_id == fresh.product_id
+/// Whether an order found under an idempotency key is the order now asked
+/// for: same product, quantity, trade type and amount.
+pub fn same_order(existing: &Order, fresh: &Order) -> bool {
+    existing.product_id == fresh.product_id
         && existing.quantity == fresh.quantity
         && existing.trade_type == fresh.trade_type
-        && existing.total_fee == fresh.total_fee;
-    if same {
+        && existing.total_fee == fresh.total_fee
+}
+
+/// [`same_order`], or the conflict to report.
+fn same_request(existing: &Order, fresh: &Order) -> Result<(), Error> {
+    if same_order(existing, fresh) {
         Ok(())
     } else {
         Err(Error::Conflict {
