@@ -32,6 +32,13 @@ fn grant(capabilities: &[Capability]) -> Grant {
     }
 }
 
+/// A grant to sell one product and charge balances.
+fn metering_grant(product: &str) -> Grant {
+    let mut g = grant(&[Capability::Create, Capability::Read, Capability::Charge]);
+    g.products = vec![product.into()];
+    g
+}
+
 const ALL: &[Capability] = &[
     Capability::Create,
     Capability::Read,
@@ -427,8 +434,7 @@ async fn payments_over_the_threshold_and_refunds_wait_for_a_person() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verified_top_up_funds_charges_that_never_overdraw() {
     let f = Fixture::start(Options::default()).await;
-    let mut metered = grant(&[Capability::Create, Capability::Read, Capability::Charge]);
-    metered.products = vec!["credits".into()];
+    let metered = metering_grant("credits");
     let token = f.agent("meter", &metered, None).await;
 
     let too_small = f
@@ -564,8 +570,7 @@ async fn a_verified_top_up_funds_charges_that_never_overdraw() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_top_up_whose_notification_never_came_is_credited_by_reconciliation() {
     let f = Fixture::start(Options::default()).await;
-    let mut metered = grant(&[Capability::Create, Capability::Read, Capability::Charge]);
-    metered.products = vec!["credits".into()];
+    let metered = metering_grant("credits");
     let token = f.agent("meter", &metered, None).await;
     // 105 fen picks the simulator's scenario without a notification.
     let (_, topup) = f
@@ -803,8 +808,7 @@ async fn an_agent_closes_an_unpaid_payment_and_withdraws_one_awaiting_approval()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metering_session_settles_many_small_charges_as_one_payment() {
     let f = Fixture::start(Options::default()).await;
-    let mut metered = grant(&[Capability::Create, Capability::Read, Capability::Charge]);
-    metered.products = vec!["usage".into()];
+    let metered = metering_grant("usage");
     let token = f.agent("meterer", &metered, None).await;
     let (status, meter) = f
         .api(

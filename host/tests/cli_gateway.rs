@@ -41,6 +41,16 @@ fn json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
 }
 
+/// `wxpay ARGS -c CONFIG`.
+fn with_config(config: &Path) -> impl Fn(&[&str]) -> Output + use<> {
+    let c = config.to_str().expect("utf8").to_owned();
+    move |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["-c", c.as_str()]);
+        wxpay(&all)
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -199,12 +209,7 @@ async fn serve_receives_the_payment_and_operators_query_close_and_list() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let config = config_file(dir.path(), &sim, port);
-    let c = config.to_str().expect("utf8").to_owned();
-    let run = move |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["-c", c.as_str()]);
-        wxpay(&all)
-    };
+    let run = with_config(&config);
 
     let served = serve(&config);
     let created = json(&run(&[
@@ -514,12 +519,7 @@ async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
     let dir = tempfile::tempdir().expect("dir");
     let port = free_port();
     let config = config_file(dir.path(), &sim, port);
-    let c = config.to_str().expect("utf8").to_owned();
-    let run = move |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["-c", c.as_str()]);
-        wxpay(&all)
-    };
+    let run = with_config(&config);
     let _served = serve(&config);
     let added = run(&[
         "agents",
