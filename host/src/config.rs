@@ -20,6 +20,8 @@ use crate::key::{DEFAULT_KEY_ENV, KeySource};
 use crate::sandbox::bindings::keyless::{Policy, Product};
 use crate::sandbox::bindings::types::SignType;
 use crate::sandbox::signer::MerchantSettings;
+use crate::store::StoreLocation;
+use crate::store::redis_store::redact_url;
 use crate::wechat::{ClientConfig, ClientIdentity, Environment, RetryPolicy};
 
 /// The environment variable that may hold the PKCS#12 password.
@@ -181,19 +183,103 @@ pub struct ServerSection {
     pub agent_listen: Option<SocketAddr>,
 }
 
-/// `[store]`.
+/// `[store]`, or in short `store = "redis://host:6379/0"` or
+/// `store = "wxpay.db"`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(try_from = "StoreSpec")]
 pub struct StoreSection {
-    /// The SQLite file (created if missing).
+    /// The SQLite file (created if missing), used unless `redis` is set.
     pub sqlite: PathBuf,
+    /// A Redis server shared by several gateways,
+    /// `redis://[user:password@]host[:port][/db]`; it must run with
+    /// `appendonly yes` and `appendfsync always`.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_redacted_url"
+    )]
+    pub redis: Option<String>,
+    /// Prepended to every Redis key, so deployments can share a server.
+    pub key_prefix: String,
 }
 
 impl Default for StoreSection {
     fn default() -> Self {
         Self {
             sqlite: PathBuf::from("wxpay.db"),
+            redis: None,
+            key_prefix: "wxpay:".to_owned(),
         }
+    }
+}
+
+impl StoreSection {
+    /// Where the store is.
+    pub fn location(&self) -> StoreLocation {
+        match &self.redis {
+            Some(url) => StoreLocation::Redis {
+                url: url.clone(),
+                key_prefix: self.key_prefix.clone(),
+            },
+            None => StoreLocation::Sqlite(self.sqlite.clone()),
+        }
+    }
+}
+
+/// The two spellings of the store setting.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoreSpec {
+    Short(String),
+    Table(StoreTable),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StoreTable {
+    sqlite: Option<PathBuf>,
+    redis: Option<String>,
+    key_prefix: Option<String>,
+}
+
+impl TryFrom<StoreSpec> for StoreSection {
+    type Error = String;
+
+    fn try_from(spec: StoreSpec) -> Result<Self, String> {
+        let defaults = Self::default();
+        let section = match spec {
+            StoreSpec::Short(text) if text.contains("://") => Self {
+                redis: Some(text),
+                ..defaults
+            },
+            StoreSpec::Short(path) => Self {
+                sqlite: PathBuf::from(path),
+                ..defaults
+            },
+            StoreSpec::Table(t) => Self {
+                sqlite: t.sqlite.unwrap_or(defaults.sqlite),
+                redis: t.redis,
+                key_prefix: t.key_prefix.unwrap_or(defaults.key_prefix),
+            },
+        };
+        if let Some(url) = &section.redis
+            && !(url.starts_with("redis://") || url.starts_with("redis+unix://"))
+        {
+            return Err(format!(
+                "store: {} is not a redis:// or redis+unix:// URL",
+                redact_url(url)
+            ));
+        }
+        Ok(section)
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(
+    url: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match url {
+        Some(url) => serializer.serialize_some(&redact_url(url)),
+        None => serializer.serialize_none(),
     }
 }
 

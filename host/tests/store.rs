@@ -1,18 +1,24 @@
-//! The durable store against real SQLite files: migrations, idempotent
-//! inserts, compare-and-set transitions (also under concurrency, through
-//! one store and through several connections), durability across reopen,
-//! the append-only audit log, refunds and reconciliation queries.
+//! The durable store, one suite run against both backends — real SQLite
+//! files and a real Redis server — so they keep the same semantics:
+//! idempotent inserts, compare-and-set transitions (also under concurrency,
+//! through one store and through several connections), durability across
+//! reopen, the audit log, refunds, reconciliation queries, agents, budgets,
+//! approvals, the ledger and meters. SQLite's migrations and pragmas, and
+//! Redis's durability check, are tested on their own.
 
 // Test helpers report a failure by panicking.
 #![allow(clippy::panic)]
 
-use std::path::Path;
+mod support;
+
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 
 use wxpay::store::{
-    AuditEventInput, Inserted, NotificationKind, Order, OrderPatch, OrderState, Refund,
-    RefundInsert, RefundPatch, RefundState, SCHEMA_VERSION, SqliteStore, Store, StoreError,
-    Transition, Verdict,
+    Admission, AgentRecord, ApprovalInput, ApprovalKind, ApprovalState, AuditEventInput, Charge,
+    ChargeInput, Inserted, NotificationKind, Order, OrderPatch, OrderState, Refund, RefundInsert,
+    RefundPatch, RefundState, SCHEMA_VERSION, SpendLimit, SqliteStore, Store, StoreError,
+    Transition, Usage, Verdict,
 };
 use wxpay_guest::SignType;
 
@@ -68,18 +74,84 @@ fn audit_input(action: &str) -> AuditEventInput {
     }
 }
 
-fn memory() -> SqliteStore {
-    SqliteStore::open_in_memory().expect("in-memory store")
+/// Where a test's records live. `open` connects again, as another thread
+/// or process would.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Redis(String),
 }
 
-fn insert_new(store: &impl Store, o: &Order) {
+impl Backend {
+    fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().expect("temp dir"))
+    }
+
+    fn redis() -> Self {
+        Self::Redis(support::redis::unique_prefix())
+    }
+
+    fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Self::Sqlite(dir) => Arc::new(SqliteStore::open(sqlite_path(dir)).expect("open")),
+            Self::Redis(prefix) => Arc::new(support::redis::open(prefix)),
+        }
+    }
+}
+
+fn sqlite_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("wxpay.db")
+}
+
+/// Runs each named test function once per backend, as `sqlite::name` and
+/// `redis::name`.
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Backend::sqlite());
+            })*
+        }
+        mod redis {
+            $(#[test]
+            fn $test() {
+                super::$test(&super::Backend::redis());
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    insert_is_idempotent_on_out_trade_no,
+    insert_is_idempotent_on_agent_and_key,
+    amounts_beyond_the_store_range_are_a_typed_error,
+    transitions_are_compare_and_set,
+    payment_notification_outcomes_are_recorded_with_verdicts,
+    notifications_keep_raw_bytes_and_page_oldest_first,
+    concurrent_duplicate_notifications_through_one_store_apply_once,
+    concurrent_duplicate_notifications_through_separate_connections_apply_once,
+    an_applied_payment_survives_reopening,
+    the_audit_log_is_ordered,
+    refunds_are_idempotent_and_never_exceed_the_order,
+    orders_in_state_lists_the_oldest_stale_orders_first,
+    refund_outcomes_settle_the_order_and_record_the_notification_once,
+    a_failed_refund_puts_the_order_back_to_paid,
+    refunds_in_state_lists_the_oldest_open_refunds_first,
+    agents_are_found_by_token_and_revoked_once,
+    admission_holds_a_budget_against_concurrent_payments,
+    approvals_are_decided_once_and_carried_out,
+    top_ups_are_credited_once_and_charges_never_overdraw,
+    meters_accumulate_until_settled,
+);
+
+fn insert_new(store: &dyn Store, o: &Order) {
     match store.insert_order(o).expect("insert order") {
         Inserted::New => {}
         Inserted::Exists(found) => panic!("{} already stored: {found:?}", o.out_trade_no),
     }
 }
 
-fn stored(store: &impl Store, out_trade_no: &str) -> Order {
+fn stored(store: &dyn Store, out_trade_no: &str) -> Order {
     store
         .order(out_trade_no)
         .expect("read order")
@@ -152,11 +224,11 @@ fn wal_and_synchronous_full_are_in_force() {
 
 // --- inserts -----------------------------------------------------------------
 
-#[test]
-fn insert_is_idempotent_on_out_trade_no() {
-    let store = memory();
+fn insert_is_idempotent_on_out_trade_no(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
     let first = order("o-1", OrderState::Created, T0);
-    insert_new(&store, &first);
+    insert_new(store, &first);
     let mut again = order("o-1", OrderState::Pending, T0 + 5);
     again.total_fee = 999;
     match store.insert_order(&again).expect("insert again") {
@@ -172,15 +244,15 @@ fn insert_is_idempotent_on_out_trade_no() {
     }
 }
 
-#[test]
-fn insert_is_idempotent_on_agent_and_key() {
-    let store = memory();
+fn insert_is_idempotent_on_agent_and_key(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
     let keyed = |no: &str, agent: &str| Order {
         agent_id: Some(agent.to_owned()),
         idempotency_key: Some("key-1".to_owned()),
         ..order(no, OrderState::Created, T0)
     };
-    insert_new(&store, &keyed("o-1", "agent-a"));
+    insert_new(store, &keyed("o-1", "agent-a"));
     match store
         .insert_order(&keyed("o-2", "agent-a"))
         .expect("insert")
@@ -190,18 +262,18 @@ fn insert_is_idempotent_on_agent_and_key() {
     }
     assert!(store.order("o-2").expect("read").is_none());
     // The key is per agent, and an order without an agent never collides.
-    insert_new(&store, &keyed("o-3", "agent-b"));
+    insert_new(store, &keyed("o-3", "agent-b"));
     let unowned = |no: &str| Order {
         idempotency_key: Some("key-1".to_owned()),
         ..order(no, OrderState::Created, T0)
     };
-    insert_new(&store, &unowned("o-4"));
-    insert_new(&store, &unowned("o-5"));
+    insert_new(store, &unowned("o-4"));
+    insert_new(store, &unowned("o-5"));
 }
 
-#[test]
-fn amounts_beyond_i64_are_a_typed_error() {
-    let store = memory();
+fn amounts_beyond_the_store_range_are_a_typed_error(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
     let mut huge = order("o-1", OrderState::Created, T0);
     huge.total_fee = u64::MAX;
     match store.insert_order(&huge) {
@@ -216,10 +288,10 @@ fn amounts_beyond_i64_are_a_typed_error() {
 
 // --- transitions -------------------------------------------------------------
 
-#[test]
-fn transitions_are_compare_and_set() {
-    let store = memory();
-    insert_new(&store, &order("o-1", OrderState::Created, T0));
+fn transitions_are_compare_and_set(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
+    insert_new(store, &order("o-1", OrderState::Created, T0));
     let issued = OrderPatch {
         prepay_id: Some("wx-prepay-1".to_owned()),
         code_url: Some("weixin://wxpay/bizpayurl?pr=1".to_owned()),
@@ -271,14 +343,14 @@ fn transitions_are_compare_and_set() {
         T0,
     );
     assert_eq!(missing.expect("transition"), Transition::Missing);
-    assert_eq!(stored(&store, "o-1").version, 2);
+    assert_eq!(stored(store, "o-1").version, 2);
 }
 
-#[test]
-fn payment_notification_outcomes_are_recorded_with_verdicts() {
-    let store = memory();
-    insert_new(&store, &order("paid", OrderState::Pending, T0));
-    insert_new(&store, &order("closed", OrderState::Closed, T0));
+fn payment_notification_outcomes_are_recorded_with_verdicts(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
+    insert_new(store, &order("paid", OrderState::Pending, T0));
+    insert_new(store, &order("closed", OrderState::Closed, T0));
 
     let first = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 11);
     match first.expect("apply") {
@@ -330,14 +402,14 @@ fn payment_notification_outcomes_are_recorded_with_verdicts() {
     assert_eq!(records[4].out_trade_no.as_deref(), Some("ghost"));
     assert_eq!(records[0].dedupe_key.as_deref(), Some("tx-1"));
     assert_eq!(
-        stored(&store, "paid").transaction_id.as_deref(),
+        stored(store, "paid").transaction_id.as_deref(),
         Some("tx-1")
     );
 }
 
-#[test]
-fn notifications_keep_raw_bytes_and_page_oldest_first() {
-    let store = memory();
+fn notifications_keep_raw_bytes_and_page_oldest_first(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
     let body = [0xff_u8, 0x00, b'<', 0xfe];
     let rejected = Verdict::Rejected("signature does not match".to_owned());
     for i in 0..5 {
@@ -396,7 +468,7 @@ fn tally(results: &[Transition]) -> (usize, usize, usize) {
     (applied, there, results.len() - applied - there)
 }
 
-fn assert_paid_once(store: &impl Store, results: &[Transition], total: usize) {
+fn assert_paid_once(store: &dyn Store, results: &[Transition], total: usize) {
     assert_eq!(tally(results), (1, total - 1, 0));
     let o = stored(store, "o-1");
     assert_eq!((o.state, o.version), (OrderState::Paid, 2), "bumped once");
@@ -411,12 +483,10 @@ fn assert_paid_once(store: &impl Store, results: &[Transition], total: usize) {
     );
 }
 
-#[test]
-fn concurrent_duplicate_notifications_through_one_store_apply_once() {
+fn concurrent_duplicate_notifications_through_one_store_apply_once(backend: &Backend) {
     const THREADS: usize = 8;
     const EACH: usize = 50;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(SqliteStore::open(dir.path().join("wxpay.db")).expect("open"));
+    let store = backend.open();
     insert_new(&*store, &order("o-1", OrderState::Pending, T0));
     let barrier = Barrier::new(THREADS);
     let results: Vec<Transition> = std::thread::scope(|s| {
@@ -443,25 +513,19 @@ fn concurrent_duplicate_notifications_through_one_store_apply_once() {
     assert_paid_once(&*store, &results, THREADS * EACH);
 }
 
-#[test]
-fn concurrent_duplicate_notifications_through_separate_connections_apply_once() {
+fn concurrent_duplicate_notifications_through_separate_connections_apply_once(backend: &Backend) {
     // Each thread has its own connection, as separate processes would: the
-    // compare-and-set is SQLite's, not the mutex's.
+    // compare-and-set is the backend's, not a mutex in this process.
     const THREADS: usize = 4;
     const EACH: usize = 25;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("wxpay.db");
-    insert_new(
-        &SqliteStore::open(&path).expect("open"),
-        &order("o-1", OrderState::Pending, T0),
-    );
+    insert_new(&*backend.open(), &order("o-1", OrderState::Pending, T0));
     let barrier = Barrier::new(THREADS);
     let results: Vec<Transition> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..THREADS)
             .map(|_| {
-                let (path, barrier) = (&path, &barrier);
+                let barrier = &barrier;
                 s.spawn(move || {
-                    let store = SqliteStore::open(path).expect("open per thread");
+                    let store = backend.open();
                     barrier.wait();
                     (0..EACH)
                         .map(|_| {
@@ -478,28 +542,21 @@ fn concurrent_duplicate_notifications_through_separate_connections_apply_once() 
             .flat_map(|h| h.join().expect("thread"))
             .collect()
     });
-    assert_paid_once(
-        &SqliteStore::open(&path).expect("reopen"),
-        &results,
-        THREADS * EACH,
-    );
+    assert_paid_once(&*backend.open(), &results, THREADS * EACH);
 }
 
-#[test]
-fn an_applied_payment_survives_reopening() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("wxpay.db");
+fn an_applied_payment_survives_reopening(backend: &Backend) {
     {
-        let store = SqliteStore::open(&path).expect("open");
-        insert_new(&store, &order("o-1", OrderState::Pending, T0));
+        let store = backend.open();
+        insert_new(&*store, &order("o-1", OrderState::Pending, T0));
         let applied = store.apply_payment_notification("o-1", "tx-1", T0 + 5, BODY, T0 + 6);
         assert!(applied.expect("apply").applied());
         store
             .append_audit(&audit_input("order.paid"))
             .expect("audit");
     }
-    let store = SqliteStore::open(&path).expect("reopen");
-    let o = stored(&store, "o-1");
+    let store = backend.open();
+    let o = stored(&*store, "o-1");
     assert_eq!(o.state, OrderState::Paid);
     assert_eq!(o.transaction_id.as_deref(), Some("tx-1"));
     assert_eq!(o.paid_at_ms, Some(T0 + 5));
@@ -509,11 +566,8 @@ fn an_applied_payment_survives_reopening() {
 
 // --- audit log ---------------------------------------------------------------
 
-#[test]
-fn the_audit_log_is_ordered_and_append_only() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.path().join("wxpay.db");
-    let store = SqliteStore::open(&path).expect("open");
+fn the_audit_log_is_ordered(backend: &Backend) {
+    let store = backend.open();
     let seqs: Vec<i64> = ["order.create", "order.pay", "refund.create"]
         .into_iter()
         .map(|action| store.append_audit(&audit_input(action)).expect("append"))
@@ -527,8 +581,28 @@ fn the_audit_log_is_ordered_and_append_only() {
     let after_first = store.audit(seqs[0], 1).expect("audit");
     assert_eq!(after_first.len(), 1);
     assert_eq!(after_first[0].seq, seqs[1]);
+    assert!(store.audit(seqs[2], 10).expect("audit").is_empty());
 
-    let conn = raw(&path);
+    let bad = AuditEventInput {
+        detail: "not json".to_owned(),
+        ..audit_input("x")
+    };
+    match store.append_audit(&bad) {
+        Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, "detail"),
+        other => panic!("expected InvalidInput, got {other:?}"),
+    }
+    assert_eq!(store.audit(0, 10).expect("audit"), all, "nothing appended");
+}
+
+#[test]
+fn the_sqlite_audit_log_refuses_changes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(sqlite_path(&dir)).expect("open");
+    store
+        .append_audit(&audit_input("order.create"))
+        .expect("append");
+    let before = store.audit(0, 10).expect("audit");
+    let conn = raw(&sqlite_path(&dir));
     for sql in [
         "UPDATE audit_log SET outcome = 'forged'",
         "DELETE FROM audit_log WHERE seq = 1",
@@ -539,24 +613,15 @@ fn the_audit_log_is_ordered_and_append_only() {
             Ok(n) => panic!("{sql} changed {n} rows"),
         }
     }
-    assert_eq!(store.audit(0, 10).expect("audit"), all, "unchanged");
-
-    let bad = AuditEventInput {
-        detail: "not json".to_owned(),
-        ..audit_input("x")
-    };
-    match store.append_audit(&bad) {
-        Err(StoreError::InvalidInput { field, .. }) => assert_eq!(field, "detail"),
-        other => panic!("expected InvalidInput, got {other:?}"),
-    }
+    assert_eq!(store.audit(0, 10).expect("audit"), before, "unchanged");
 }
 
 // --- refunds -----------------------------------------------------------------
 
-#[test]
-fn refunds_are_idempotent_and_never_exceed_the_order() {
-    let store = memory();
-    insert_new(&store, &order("o-1", OrderState::Paid, T0));
+fn refunds_are_idempotent_and_never_exceed_the_order(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
+    insert_new(store, &order("o-1", OrderState::Paid, T0));
 
     assert_eq!(
         store.insert_refund(&refund("r-1", "o-1", 30)).expect("r-1"),
@@ -645,14 +710,14 @@ fn refunds_are_idempotent_and_never_exceed_the_order() {
 
 // --- reconciliation ----------------------------------------------------------
 
-#[test]
-fn orders_in_state_lists_the_oldest_stale_orders_first() {
-    let store = memory();
-    insert_new(&store, &order("p-new", OrderState::Pending, T0 + 900));
-    insert_new(&store, &order("p-old", OrderState::Pending, T0 + 100));
-    insert_new(&store, &order("c-old", OrderState::Created, T0 + 200));
-    insert_new(&store, &order("paid", OrderState::Paid, T0));
-    insert_new(&store, &order("p-mid", OrderState::Pending, T0 + 300));
+fn orders_in_state_lists_the_oldest_stale_orders_first(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
+    insert_new(store, &order("p-new", OrderState::Pending, T0 + 900));
+    insert_new(store, &order("p-old", OrderState::Pending, T0 + 100));
+    insert_new(store, &order("c-old", OrderState::Created, T0 + 200));
+    insert_new(store, &order("paid", OrderState::Paid, T0));
+    insert_new(store, &order("p-mid", OrderState::Pending, T0 + 300));
 
     let states = [OrderState::Created, OrderState::Pending];
     let listed = store.orders_in_state(&states, T0 + 500, 10).expect("list");
@@ -696,12 +761,12 @@ fn state_names_round_trip() {
     assert_eq!(Verdict::parse("rejected"), None);
 }
 
-#[test]
-fn refund_outcomes_settle_the_order_and_record_the_notification_once() {
-    let store = memory();
+fn refund_outcomes_settle_the_order_and_record_the_notification_once(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
     let mut paid = order("PAID-1", OrderState::Paid, T0);
     paid.total_fee = 300;
-    insert_new(&store, &paid);
+    insert_new(store, &paid);
     for no in ["R-A", "R-B"] {
         assert_eq!(
             store
@@ -721,7 +786,7 @@ fn refund_outcomes_settle_the_order_and_record_the_notification_once() {
         .expect("apply");
     assert!(first.applied());
     assert_eq!(
-        stored(&store, "PAID-1").state,
+        stored(store, "PAID-1").state,
         OrderState::Refunding,
         "R-B is still in flight"
     );
@@ -745,7 +810,7 @@ fn refund_outcomes_settle_the_order_and_record_the_notification_once() {
         .apply_refund_outcome("R-B", "5030002", RefundState::Closed, None, T0 + 4)
         .expect("apply");
     assert!(closed.applied());
-    assert_eq!(stored(&store, "PAID-1").state, OrderState::Refunded);
+    assert_eq!(stored(store, "PAID-1").state, OrderState::Refunded);
     assert_eq!(store.refunded_total("PAID-1").expect("total"), 100);
 
     let verdicts: Vec<_> = store
@@ -776,10 +841,10 @@ fn refund_outcomes_settle_the_order_and_record_the_notification_once() {
     assert_eq!(missing, Transition::Missing);
 }
 
-#[test]
-fn a_failed_refund_puts_the_order_back_to_paid() {
-    let store = memory();
-    insert_new(&store, &order("PAID-2", OrderState::Paid, T0));
+fn a_failed_refund_puts_the_order_back_to_paid(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
+    insert_new(store, &order("PAID-2", OrderState::Paid, T0));
     assert_eq!(
         store
             .insert_refund(&refund("R-C", "PAID-2", 100))
@@ -791,10 +856,10 @@ fn a_failed_refund_puts_the_order_back_to_paid() {
         .apply_refund_outcome("R-C", "5030003", RefundState::Failed, None, T0 + 1)
         .expect("apply");
     assert!(failed.applied());
-    assert_eq!(stored(&store, "PAID-2").state, OrderState::Paid);
+    assert_eq!(stored(store, "PAID-2").state, OrderState::Paid);
     assert_eq!(store.refunded_total("PAID-2").expect("total"), 0);
     let unpaid = order("OPEN-2", OrderState::Pending, T0);
-    insert_new(&store, &unpaid);
+    insert_new(store, &unpaid);
     let untouched = store
         .settle_order("OPEN-2", T0 + 2)
         .expect("settle")
@@ -805,12 +870,12 @@ fn a_failed_refund_puts_the_order_back_to_paid() {
     );
 }
 
-#[test]
-fn refunds_in_state_lists_the_oldest_open_refunds_first() {
-    let store = memory();
+fn refunds_in_state_lists_the_oldest_open_refunds_first(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
     let mut paid = order("PAID-3", OrderState::Paid, T0);
     paid.total_fee = 1_000;
-    insert_new(&store, &paid);
+    insert_new(store, &paid);
     for (no, at) in [("R-NEW", T0 + 50), ("R-OLD", T0 + 10), ("R-MID", T0 + 30)] {
         let mut r = refund(no, "PAID-3", 10);
         r.updated_at_ms = at;
@@ -844,28 +909,502 @@ fn refunds_in_state_lists_the_oldest_open_refunds_first() {
     );
 }
 
+// --- agents, budgets and approvals ---------------------------------------------
+
+fn agent_record(agent_id: &str, token_sha256: &str) -> AgentRecord {
+    AgentRecord {
+        agent_id: agent_id.to_owned(),
+        name: format!("{agent_id} name"),
+        token_sha256: token_sha256.to_owned(),
+        grant_json: r#"{"caps":["create"]}"#.to_owned(),
+        created_at_ms: T0,
+        expires_at_ms: Some(T0 + 1_000),
+        revoked_at_ms: None,
+    }
+}
+
+fn agents_are_found_by_token_and_revoked_once(backend: &Backend) {
+    let store = backend.open();
+    assert!(
+        store
+            .insert_agent(&agent_record("a-2", "hash-2"))
+            .expect("insert")
+    );
+    assert!(
+        store
+            .insert_agent(&agent_record("a-1", "hash-1"))
+            .expect("insert")
+    );
+    assert!(
+        !store
+            .insert_agent(&agent_record("a-1", "hash-9"))
+            .expect("insert"),
+        "the id is taken"
+    );
+    assert!(
+        !store
+            .insert_agent(&agent_record("a-9", "hash-1"))
+            .expect("insert"),
+        "the token hash is taken"
+    );
+    let found = store
+        .agent_by_token("hash-1")
+        .expect("read")
+        .expect("found");
+    assert_eq!(found, agent_record("a-1", "hash-1"));
+    assert!(store.agent_by_token("hash-9").expect("read").is_none());
+    let ids: Vec<String> = store
+        .agents()
+        .expect("list")
+        .into_iter()
+        .map(|a| a.agent_id)
+        .collect();
+    assert_eq!(ids, ["a-1", "a-2"], "oldest first, then by id");
+    let revoked = store.revoke_agent("a-1", T0 + 5).expect("revoke");
+    assert_eq!(revoked.and_then(|a| a.revoked_at_ms), Some(T0 + 5));
+    let again = store.revoke_agent("a-1", T0 + 9).expect("revoke");
+    assert_eq!(
+        again.and_then(|a| a.revoked_at_ms),
+        Some(T0 + 5),
+        "the first revocation stands"
+    );
+    assert!(store.revoke_agent("ghost", T0).expect("revoke").is_none());
+}
+
+fn agent_order(no: &str, agent: &str, fee: u64) -> Order {
+    Order {
+        agent_id: Some(agent.to_owned()),
+        idempotency_key: Some(format!("key-{no}")),
+        total_fee: fee,
+        ..order(no, OrderState::Created, T0)
+    }
+}
+
+fn approval_input(kind: ApprovalKind, subject: &str, amount_fen: u64) -> ApprovalInput {
+    ApprovalInput {
+        kind,
+        subject: subject.to_owned(),
+        agent_id: "agent-b".to_owned(),
+        amount_fen,
+        request_json: "{}".to_owned(),
+        requested_at_ms: T0,
+    }
+}
+
+fn admission_holds_a_budget_against_concurrent_payments(backend: &Backend) {
+    const TRIES: usize = 12;
+    let limit = SpendLimit {
+        since_ms: T0 - 1,
+        limit_fen: 500,
+    };
+    let barrier = Barrier::new(TRIES);
+    let outcomes: Vec<Admission> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..TRIES)
+            .map(|i| {
+                let barrier = &barrier;
+                s.spawn(move || {
+                    let store = backend.open();
+                    barrier.wait();
+                    store
+                        .admit_agent_payment(
+                            &agent_order(&format!("B-{i}"), "agent-b", 100),
+                            None,
+                            Some(limit),
+                        )
+                        .expect("admit")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let ordered = outcomes
+        .iter()
+        .filter(|a| matches!(a, Admission::Ordered))
+        .count();
+    assert_eq!(ordered, 5, "500 fen buys exactly five 100-fen payments");
+    assert!(
+        outcomes.iter().all(|a| matches!(
+            a,
+            Admission::Ordered | Admission::OverBudget { spent_fen: 500 }
+        )),
+        "{outcomes:?}"
+    );
+    let store = backend.open();
+    assert_eq!(
+        store.agent_spend("agent-b", limit.since_ms).expect("spend"),
+        500
+    );
+
+    // A closed order frees its budget; a pending approval holds it.
+    let first_paid = (0..TRIES)
+        .map(|i| format!("B-{i}"))
+        .find(|no| store.order(no).expect("read").is_some())
+        .expect("an admitted order");
+    let closed = store.transition_order(
+        &first_paid,
+        &[OrderState::Created],
+        OrderState::Closed,
+        OrderPatch::default(),
+        T0 + 1,
+    );
+    assert!(closed.expect("close").applied());
+    let held = approval_input(ApprovalKind::Payment, "B-BIG", 100);
+    match store
+        .admit_agent_payment(
+            &agent_order("B-BIG", "agent-b", 100),
+            Some(&held),
+            Some(limit),
+        )
+        .expect("admit")
+    {
+        Admission::AwaitingApproval(a) => {
+            assert_eq!((a.state, a.amount_fen), (ApprovalState::Pending, 100));
+        }
+        other => panic!("expected AwaitingApproval, got {other:?}"),
+    }
+    assert!(
+        store.order("B-BIG").expect("read").is_none(),
+        "no order yet"
+    );
+    assert_eq!(
+        store.agent_spend("agent-b", limit.since_ms).expect("spend"),
+        500
+    );
+    let again = store
+        .admit_agent_payment(
+            &agent_order("B-BIG", "agent-b", 100),
+            Some(&held),
+            Some(limit),
+        )
+        .expect("admit");
+    assert!(matches!(again, Admission::ApprovalExists(_)), "{again:?}");
+    let over = store
+        .admit_agent_payment(&agent_order("B-MORE", "agent-b", 1), None, Some(limit))
+        .expect("admit");
+    assert_eq!(over, Admission::OverBudget { spent_fen: 500 });
+    let same_key = store
+        .admit_agent_payment(&agent_order(&first_paid, "agent-b", 100), None, None)
+        .expect("admit");
+    assert!(
+        matches!(same_key, Admission::OrderExists(_)),
+        "{same_key:?}"
+    );
+}
+
+fn approvals_are_decided_once_and_carried_out(backend: &Backend) {
+    let store = backend.open();
+    let payment = approval_input(ApprovalKind::Payment, "P-1", 900);
+    let refund_request = approval_input(ApprovalKind::Refund, "RF-1", 50);
+    for input in [&payment, &refund_request] {
+        assert_eq!(store.insert_approval(input).expect("insert"), Inserted::New);
+    }
+    match store.insert_approval(&payment).expect("again") {
+        Inserted::Exists(a) => assert_eq!(a.subject, "P-1"),
+        Inserted::New => panic!("a second approval for P-1"),
+    }
+    let p = store
+        .approval(ApprovalKind::Payment, "P-1")
+        .expect("read")
+        .expect("found");
+    let r = store
+        .approval(ApprovalKind::Refund, "RF-1")
+        .expect("read")
+        .expect("found");
+    assert_eq!(store.approval_by_id(p.id).expect("read"), Some(p.clone()));
+    assert!(
+        store
+            .approval(ApprovalKind::Refund, "P-1")
+            .expect("read")
+            .is_none()
+    );
+
+    let approved = store
+        .decide_approval(p.id, ApprovalState::Approved, "ops", None, T0 + 1)
+        .expect("decide");
+    match approved {
+        Transition::Applied(a) => {
+            assert_eq!(a.state, ApprovalState::Approved);
+            assert_eq!(a.decided_by.as_deref(), Some("ops"));
+            assert_eq!(a.decided_at_ms, Some(T0 + 1));
+        }
+        other => panic!("expected Applied, got {other:?}"),
+    }
+    let twice = store
+        .decide_approval(p.id, ApprovalState::Approved, "ops", None, T0 + 2)
+        .expect("decide");
+    assert!(matches!(twice, Transition::AlreadyThere(_)), "{twice:?}");
+    let reversed = store
+        .decide_approval(p.id, ApprovalState::Denied, "ops", Some("no"), T0 + 3)
+        .expect("decide");
+    assert!(matches!(reversed, Transition::Refused(_)), "{reversed:?}");
+    let denied = store
+        .decide_approval(r.id, ApprovalState::Denied, "ops", Some("too much"), T0 + 4)
+        .expect("decide");
+    assert_eq!(
+        denied.record().and_then(|a| a.reason.clone()).as_deref(),
+        Some("too much")
+    );
+    assert_eq!(
+        store
+            .decide_approval(9_999, ApprovalState::Denied, "ops", None, T0)
+            .expect("decide"),
+        Transition::Missing
+    );
+
+    let states = |state| -> Vec<String> {
+        store
+            .approvals(state, 10)
+            .expect("list")
+            .into_iter()
+            .map(|a| a.subject)
+            .collect()
+    };
+    assert_eq!(states(None), ["P-1", "RF-1"]);
+    assert_eq!(states(Some(ApprovalState::Approved)), ["P-1"]);
+    assert!(states(Some(ApprovalState::Pending)).is_empty());
+    assert!(store.approvals(None, 0).expect("list").is_empty());
+
+    let to_carry_out = store.approvals_to_carry_out(10).expect("list");
+    assert_eq!(to_carry_out.len(), 1);
+    assert_eq!(to_carry_out[0].subject, "P-1");
+    insert_new(store.as_ref(), &order("P-1", OrderState::Created, T0));
+    assert!(
+        store.approvals_to_carry_out(10).expect("list").is_empty(),
+        "its order exists now"
+    );
+}
+
+// --- ledger and meters -------------------------------------------------------
+
+fn paid_topup(store: &dyn Store, no: &str, payer: &str, fee: u64) {
+    let mut o = order(no, OrderState::Pending, T0);
+    o.total_fee = fee;
+    insert_new(store, &o);
+    assert_eq!(
+        store
+            .register_topup(no, payer, Some("agent"), T0)
+            .expect("register"),
+        payer
+    );
+    let paid = store
+        .transition_order(
+            no,
+            &[OrderState::Pending],
+            OrderState::Paid,
+            OrderPatch::default(),
+            T0 + 1,
+        )
+        .expect("pay");
+    assert!(paid.applied());
+}
+
+fn charge_input(payer: &str, amount_fen: u64, reference: &str) -> ChargeInput {
+    ChargeInput {
+        payer_id: payer.to_owned(),
+        amount_fen,
+        reference: reference.to_owned(),
+        agent_id: "agent".to_owned(),
+        note: Some("prompt".to_owned()),
+        at_ms: T0 + 2,
+    }
+}
+
+fn top_ups_are_credited_once_and_charges_never_overdraw(backend: &Backend) {
+    let store = backend.open();
+    paid_topup(&*store, "TOP-1", "payer-1", 300);
+    assert_eq!(
+        store
+            .register_topup("TOP-1", "payer-2", None, T0)
+            .expect("register"),
+        "payer-1",
+        "the first payer stays"
+    );
+    // Learning the payment again (a duplicate notification) credits nothing.
+    let again = store.apply_payment_notification("TOP-1", "tx", T0, BODY, T0 + 3);
+    assert!(
+        matches!(again, Ok(Transition::AlreadyThere(_))),
+        "{again:?}"
+    );
+    assert_eq!(store.balance("payer-1").expect("balance"), 300);
+
+    match store
+        .charge(&charge_input("payer-1", 120, "c-1"))
+        .expect("charge")
+    {
+        Charge::Charged { entry, balance_fen } => {
+            assert_eq!((entry.amount_fen, balance_fen), (-120, 180));
+            assert_eq!(entry.note.as_deref(), Some("prompt"));
+        }
+        other => panic!("expected Charged, got {other:?}"),
+    }
+    match store
+        .charge(&charge_input("payer-1", 999, "c-1"))
+        .expect("charge")
+    {
+        Charge::Exists { entry, balance_fen } => {
+            assert_eq!((entry.amount_fen, balance_fen), (-120, 180));
+        }
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!(
+        store
+            .charge(&charge_input("payer-1", 181, "c-2"))
+            .expect("charge"),
+        Charge::InsufficientFunds { balance_fen: 180 }
+    );
+    assert_eq!(
+        store
+            .charge(&charge_input("nobody", 1, "c-3"))
+            .expect("charge"),
+        Charge::InsufficientFunds { balance_fen: 0 }
+    );
+    assert!(matches!(
+        store.charge(&charge_input("payer-1", 0, "c-4")),
+        Err(StoreError::InvalidInput {
+            field: "amount_fen",
+            ..
+        })
+    ));
+    let entries = store.ledger("payer-1", 10).expect("ledger");
+    let kinds: Vec<(&str, i64)> = entries
+        .iter()
+        .map(|e| (e.kind.as_str(), e.amount_fen))
+        .collect();
+    assert_eq!(kinds, [("charge", -120), ("topup", 300)], "newest first");
+    assert_eq!(store.ledger("payer-1", 1).expect("ledger").len(), 1);
+    assert!(store.ledger("payer-1", 0).expect("ledger").is_empty());
+}
+
+fn meters_accumulate_until_settled(backend: &Backend) {
+    let store = backend.open();
+    let opened = store.open_meter("m-1", "agent", "payer", T0).expect("open");
+    assert_eq!((opened.total_fen, opened.settled_at_ms), (0, None));
+    let reopened = store
+        .open_meter("m-1", "other", "other", T0 + 1)
+        .expect("open");
+    assert_eq!(reopened, opened, "the first opening stands");
+    for (reference, amount) in [("u-1", 3), ("u-2", 4)] {
+        let added = store
+            .add_usage("m-1", reference, amount, Some("tokens"), T0 + 1)
+            .expect("usage");
+        assert!(matches!(added, Usage::Added(_)), "{added:?}");
+    }
+    match store
+        .add_usage("m-1", "u-1", 50, None, T0 + 2)
+        .expect("usage")
+    {
+        Usage::Exists { meter, amount_fen } => assert_eq!((meter.total_fen, amount_fen), (7, 3)),
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert_eq!(
+        store.add_usage("m-9", "u-9", 1, None, T0).expect("usage"),
+        Usage::Missing
+    );
+    let settled = store
+        .settle_meter("m-1", "SETTLE-1", T0 + 3)
+        .expect("settle")
+        .expect("meter");
+    assert_eq!(settled.out_trade_no.as_deref(), Some("SETTLE-1"));
+    assert_eq!(
+        (settled.total_fen, settled.settled_at_ms),
+        (7, Some(T0 + 3))
+    );
+    let late = store
+        .add_usage("m-1", "u-3", 1, None, T0 + 4)
+        .expect("usage");
+    assert!(matches!(late, Usage::Settled(_)), "{late:?}");
+    let resettled = store
+        .settle_meter("m-1", "SETTLE-2", T0 + 5)
+        .expect("settle")
+        .expect("meter");
+    assert_eq!(resettled, settled, "only the first settlement counts");
+    assert_eq!(store.meter("m-1").expect("read"), Some(settled));
+    assert!(
+        store
+            .settle_meter("m-9", "X", T0)
+            .expect("settle")
+            .is_none()
+    );
+}
+
+// --- Redis only ----------------------------------------------------------------
+
+#[test]
+fn redis_refuses_a_server_that_does_not_fsync_every_write() {
+    for (settings, setting, found) in [
+        (
+            ["--appendonly", "no", "--appendfsync", "always"],
+            "appendonly",
+            "no",
+        ),
+        (
+            ["--appendonly", "yes", "--appendfsync", "everysec"],
+            "appendfsync",
+            "everysec",
+        ),
+    ] {
+        let url = support::redis::start_with(&settings);
+        match wxpay::store::RedisStore::open(&url, "x:") {
+            Err(StoreError::RedisNotDurable {
+                setting: refused,
+                found: value,
+                ..
+            }) => assert_eq!((refused, value.as_str()), (setting, found)),
+            other => panic!("expected RedisNotDurable for {settings:?}, got {other:?}"),
+        }
+    }
+    let settings = support::redis::store().settings().expect("settings");
+    assert_eq!(
+        (settings.appendonly.as_str(), settings.appendfsync.as_str()),
+        ("yes", "always")
+    );
+}
+
+#[test]
+fn redis_errors_never_show_the_password() {
+    let refused = wxpay::store::RedisStore::open("redis://user:s3cret-pass@127.0.0.1:1/0", "x:");
+    let message = match refused {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("nothing listens on port 1"),
+    };
+    assert!(message.contains("user:***@127.0.0.1:1"), "{message}");
+    assert!(!message.contains("s3cret-pass"), "{message}");
+}
+
+#[test]
+fn redis_prefixes_keep_deployments_apart() {
+    let (a, b) = (support::redis::store(), support::redis::store());
+    insert_new(&a, &order("o-1", OrderState::Pending, T0));
+    assert!(b.order("o-1").expect("read").is_none());
+    insert_new(&b, &order("o-1", OrderState::Created, T0));
+    assert_eq!(stored(&a, "o-1").state, OrderState::Pending);
+}
+
 mod ledger_invariants {
     use std::sync::Arc;
 
     use proptest::collection::vec;
     use proptest::prelude::*;
-    use wxpay::store::{Charge, ChargeInput, OrderPatch, OrderState, SqliteStore, Store};
+    use wxpay::store::{Charge, ChargeInput, OrderPatch, OrderState, Store};
 
-    use super::{T0, insert_new, order};
+    use super::{Backend, T0, insert_new, order};
 
     /// Funds each payer by a paid top-up order, then runs the charges from
-    /// four threads at once.
+    /// four threads at once, each on its own connection.
     fn run(
+        backend: &Backend,
         topups: &[u64],
         charges: &[(usize, u64)],
-    ) -> (SqliteStore, Vec<u64>, Vec<Vec<u64>>, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("dir");
-        let store = SqliteStore::open(dir.path().join("ledger.db")).expect("open");
+    ) -> (Arc<dyn Store>, Vec<u64>, Vec<Vec<u64>>) {
+        let store = backend.open();
         for (i, amount) in topups.iter().enumerate() {
             let no = format!("TOPUP-{i}");
             let mut o = order(&no, OrderState::Pending, T0);
             o.total_fee = *amount;
-            insert_new(&store, &o);
+            insert_new(&*store, &o);
             let payer = format!("payer-{i}");
             assert_eq!(
                 store
@@ -884,13 +1423,12 @@ mod ledger_invariants {
                 .expect("pay");
             assert!(paid.applied());
         }
-        let store = Arc::new(store);
         let mut charged = vec![0u64; topups.len()];
         let mut refused = vec![Vec::new(); topups.len()];
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..4)
                 .map(|t| {
-                    let store = Arc::clone(&store);
+                    let store = backend.open();
                     let mine: Vec<(usize, (usize, u64))> = charges
                         .iter()
                         .copied()
@@ -928,35 +1466,51 @@ mod ledger_invariants {
                 }
             }
         });
-        let store = Arc::into_inner(store).expect("sole owner");
-        (store, charged, refused, dir)
+        (store, charged, refused)
+    }
+
+    fn check(backend: &Backend, topups: &[u64], raw: &[(usize, u64)]) -> Result<(), TestCaseError> {
+        let charges: Vec<_> = raw.iter().map(|(p, a)| (p % topups.len(), *a)).collect();
+        let (store, charged, refused) = run(backend, topups, &charges);
+        for (i, topup) in topups.iter().enumerate() {
+            let payer = format!("payer-{i}");
+            let balance = store.balance(&payer).expect("balance");
+            let entries = store.ledger(&payer, 1_000).expect("ledger");
+            let sum: i64 = entries.iter().map(|e| e.amount_fen).sum();
+            prop_assert!(
+                charged[i] <= *topup,
+                "payer {i} overdrawn: {} > {topup}",
+                charged[i]
+            );
+            prop_assert_eq!(balance, topup - charged[i]);
+            prop_assert_eq!(i64::try_from(balance).expect("fits"), sum);
+            prop_assert_eq!(entries.iter().filter(|e| e.kind == "topup").count(), 1);
+            // Balances only fall while charging, so every refused charge
+            // is larger than what is left at the end.
+            for amount in &refused[i] {
+                prop_assert!(balance < *amount, "refused {amount} with {balance} left");
+            }
+        }
+        Ok(())
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(16))]
 
         #[test]
-        fn balances_are_sums_of_entries_and_never_negative(
+        fn sqlite_balances_are_sums_of_entries_and_never_negative(
             topups in vec(1u64..5_000, 1..4),
             raw in vec((0usize..4, 1u64..2_000), 1..30),
         ) {
-            let charges: Vec<_> = raw.iter().map(|(p, a)| (p % topups.len(), *a)).collect();
-            let (store, charged, refused, _dir) = run(&topups, &charges);
-            for (i, topup) in topups.iter().enumerate() {
-                let payer = format!("payer-{i}");
-                let balance = store.balance(&payer).expect("balance");
-                let entries = store.ledger(&payer, 1_000).expect("ledger");
-                let sum: i64 = entries.iter().map(|e| e.amount_fen).sum();
-                prop_assert!(charged[i] <= *topup, "payer {i} overdrawn: {} > {topup}", charged[i]);
-                prop_assert_eq!(balance, topup - charged[i]);
-                prop_assert_eq!(i64::try_from(balance).expect("fits"), sum);
-                prop_assert_eq!(entries.iter().filter(|e| e.kind == "topup").count(), 1);
-                // Balances only fall while charging, so every refused charge
-                // is larger than what is left at the end.
-                for amount in &refused[i] {
-                    prop_assert!(balance < *amount, "refused {amount} with {balance} left");
-                }
-            }
+            check(&Backend::sqlite(), &topups, &raw)?;
+        }
+
+        #[test]
+        fn redis_balances_are_sums_of_entries_and_never_negative(
+            topups in vec(1u64..5_000, 1..4),
+            raw in vec((0usize..4, 1u64..2_000), 1..30),
+        ) {
+            check(&Backend::redis(), &topups, &raw)?;
         }
     }
 }

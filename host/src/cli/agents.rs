@@ -11,7 +11,9 @@ use super::gateway::{ConfigArgs, print_json, runtime};
 use crate::agents::{self, Capability, Grant};
 use crate::error::Error;
 use crate::gateway::now_ms;
-use crate::store::{AgentRecord, ApprovalState, SqliteStore, Store};
+use std::sync::Arc;
+
+use crate::store::{AgentRecord, ApprovalState, Store};
 
 #[derive(Debug, Args)]
 pub(super) struct AgentsArgs {
@@ -64,8 +66,8 @@ struct AddArgs {
     expires_in_days: u32,
 }
 
-fn open_store(config: &ConfigArgs) -> Result<SqliteStore, Error> {
-    Ok(SqliteStore::open(&config.load()?.store.sqlite)?)
+fn open_store(config: &ConfigArgs) -> Result<Arc<dyn Store>, Error> {
+    Ok(config.load()?.store.location().open()?)
 }
 
 /// `wxpay agents ...`.
@@ -82,7 +84,7 @@ pub(super) fn agents(args: &AgentsArgs) -> Result<(), Error> {
                 });
             }
             audit(
-                &store,
+                store.as_ref(),
                 "agent.add",
                 &record.agent_id,
                 json!({"grant": serde_json::from_str::<serde_json::Value>(&record.grant_json).unwrap_or_default()}),
@@ -118,7 +120,7 @@ pub(super) fn agents(args: &AgentsArgs) -> Result<(), Error> {
                         what: "agent",
                         id: agent_id.clone(),
                     })?;
-            audit(&store, "agent.revoke", agent_id, json!({}))?;
+            audit(store.as_ref(), "agent.revoke", agent_id, json!({}))?;
             eprintln!("agent {} revoked", revoked.agent_id);
             Ok(())
         }
@@ -152,7 +154,7 @@ fn new_agent(add: &AddArgs) -> Result<(AgentRecord, String), Error> {
 }
 
 fn audit(
-    store: &SqliteStore,
+    store: &dyn Store,
     action: &str,
     subject: &str,
     detail: serde_json::Value,

@@ -354,8 +354,8 @@ enum NotificationsAction {
 pub(super) fn notifications(args: &NotificationsArgs) -> Result<(), Error> {
     let NotificationsAction::List { limit, offset } = args.action;
     let config = args.config.load()?;
-    let store = crate::store::SqliteStore::open(&config.store.sqlite)?;
-    let records = crate::store::Store::notifications(&store, limit, offset)?;
+    let store = config.store.location().open()?;
+    let records = store.notifications(limit, offset)?;
     for n in records {
         outln!(
             "{:>6}  {}  {:<7}  {:<28}  {}",

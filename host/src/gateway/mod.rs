@@ -36,7 +36,7 @@ use crate::error::Error;
 use crate::key::ApiKey;
 use crate::sandbox::Sandbox;
 use crate::sandbox::bindings::keyless::{Policy, Product};
-use crate::store::{AuditEventInput, SqliteStore, Store, StoreResult};
+use crate::store::{AuditEventInput, Store, StoreResult};
 use crate::wechat::{Delivered, WechatClient};
 
 /// The running gateway.
@@ -54,11 +54,11 @@ pub struct Gateway {
 impl Gateway {
     /// Opens the store named in the config and starts the gateway.
     pub async fn open(config: GatewayConfig, sandbox: Arc<Sandbox>) -> Result<Arc<Self>, Error> {
-        let path = config.store.sqlite.clone();
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
+        let location = config.store.location();
+        let store = tokio::task::spawn_blocking(move || location.open())
             .await
             .map_err(|e| Error::input("store", e))??;
-        Self::with_store(config, sandbox, Arc::new(store)).await
+        Self::with_store(config, sandbox, store).await
     }
 
     /// Starts the gateway on a given store.

@@ -65,11 +65,42 @@ pub enum StoreError {
         /// What is wrong with it.
         detail: String,
     },
-    /// An amount or counter does not fit SQLite's signed 64-bit integer.
+    /// An amount or counter does not fit SQLite's signed 64-bit integer, or
+    /// reaches 2^53 fen in Redis (whose scripts add in doubles).
     #[error("store: {field} is too large to store")]
     AmountOutOfRange {
         /// The field.
         field: &'static str,
+    },
+    /// The Redis server could not be reached or refused the connection.
+    #[error("store {url}: cannot connect: {detail}")]
+    Connect {
+        /// The server's URL, with any password replaced.
+        url: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A Redis command failed or timed out (a write that timed out may
+    /// still have been applied; every write is safe to repeat).
+    #[error("store: {op} failed: {detail}")]
+    Redis {
+        /// The store operation.
+        op: &'static str,
+        /// The client's or server's message.
+        detail: String,
+    },
+    /// The Redis server does not fsync every write, so an acknowledged
+    /// write could be lost in a crash.
+    #[error(
+        "store: Redis {setting} is {found:?}, {wanted} is required (an ACK must never outlive a crash)"
+    )]
+    RedisNotDurable {
+        /// The server setting.
+        setting: &'static str,
+        /// The value the store needs.
+        wanted: &'static str,
+        /// The value the server has.
+        found: String,
     },
     /// A caller-supplied value the store will not write (e.g. an audit
     /// detail that is not JSON).
@@ -92,6 +123,13 @@ impl StoreError {
     }
 
     /// A stored value that cannot be read back.
+    pub(crate) fn redis(op: &'static str, e: &redis::RedisError) -> Self {
+        Self::Redis {
+            op,
+            detail: e.to_string(),
+        }
+    }
+
     pub(crate) fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Corrupt {
             what: what.into(),

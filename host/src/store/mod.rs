@@ -24,8 +24,8 @@
 //! interleaving double-applies, and every applied change bumps the
 //! record's `version`.
 //!
-//! **Honest for Redis.** A Redis backend comes later and must implement the
-//! same trait. So every method is one atomic unit that a single Lua script
+//! **Honest for Redis.** The Redis backend ([`RedisStore`]) implements the
+//! same trait, for several gateways sharing one state. So every method is one atomic unit that a single Lua script
 //! (or `WATCH`/`MULTI`) can perform: an insert checks its unique keys and
 //! writes in one step; a transition compares the state and writes; the
 //! payment notification appends to a list and transitions; a refund insert
@@ -43,6 +43,7 @@ mod agents;
 mod error;
 mod ledger;
 mod meters;
+pub mod redis_store;
 mod rows;
 mod schema;
 pub mod sqlite;
@@ -54,11 +55,40 @@ pub use self::agents::{
 pub use self::error::StoreError;
 pub use self::ledger::{Charge, ChargeInput, LedgerEntry};
 pub use self::meters::{Meter, Usage};
+pub use self::redis_store::{RedisSettings, RedisStore};
 pub use self::sqlite::{SqliteSettings, SqliteStore};
 pub use self::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
     OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
 };
+
+/// Where the durable state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// One SQLite file: one gateway (or several processes on one machine).
+    Sqlite(std::path::PathBuf),
+    /// A Redis server shared by several gateways; every key starts with
+    /// `key_prefix`.
+    Redis {
+        /// `redis://[user:password@]host[:port][/db]`.
+        url: String,
+        /// Prepended to every key.
+        key_prefix: String,
+    },
+}
+
+impl StoreLocation {
+    /// Opens the store. Blocks (connects, migrates): call it off the
+    /// async runtime.
+    pub fn open(&self) -> StoreResult<std::sync::Arc<dyn Store>> {
+        Ok(match self {
+            Self::Sqlite(path) => std::sync::Arc::new(SqliteStore::open(path)?),
+            Self::Redis { url, key_prefix } => {
+                std::sync::Arc::new(RedisStore::open(url, key_prefix)?)
+            }
+        })
+    }
+}
 
 /// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;

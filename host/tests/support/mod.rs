@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod pki;
+pub mod redis;
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
