@@ -142,6 +142,7 @@ on_both_backends!(
     approvals_are_decided_once_and_carried_out,
     top_ups_are_credited_once_and_charges_never_overdraw,
     meters_accumulate_until_settled,
+    audit_events_are_appended_with_the_change_and_only_then,
 );
 
 fn insert_new(store: &dyn Store, o: &Order) {
@@ -299,7 +300,7 @@ fn transitions_are_compare_and_set(backend: &Backend) {
     };
     let created = [OrderState::Created];
 
-    match store.transition_order("o-1", &created, OrderState::Pending, issued, T0 + 1) {
+    match store.transition_order("o-1", &created, OrderState::Pending, issued, T0 + 1, None) {
         Ok(Transition::Applied(o)) => {
             assert_eq!(o.state, OrderState::Pending);
             assert_eq!(o.version, 2);
@@ -315,7 +316,14 @@ fn transitions_are_compare_and_set(backend: &Backend) {
         ..OrderPatch::default()
     };
     let either = [OrderState::Created, OrderState::Pending];
-    match store.transition_order("o-1", &either, OrderState::Pending, other_patch, T0 + 2) {
+    match store.transition_order(
+        "o-1",
+        &either,
+        OrderState::Pending,
+        other_patch,
+        T0 + 2,
+        None,
+    ) {
         Ok(Transition::AlreadyThere(o)) => {
             assert_eq!((o.version, o.updated_at_ms), (2, T0 + 1));
             assert_eq!(o.prepay_id.as_deref(), Some("wx-prepay-1"));
@@ -329,6 +337,7 @@ fn transitions_are_compare_and_set(backend: &Backend) {
         OrderState::Closed,
         OrderPatch::default(),
         T0 + 3,
+        None,
     );
     match refused {
         Ok(Transition::Refused(o)) => assert_eq!((o.state, o.version), (OrderState::Pending, 2)),
@@ -341,6 +350,7 @@ fn transitions_are_compare_and_set(backend: &Backend) {
         OrderState::Pending,
         OrderPatch::default(),
         T0,
+        None,
     );
     assert_eq!(missing.expect("transition"), Transition::Missing);
     assert_eq!(stored(store, "o-1").version, 2);
@@ -352,7 +362,7 @@ fn payment_notification_outcomes_are_recorded_with_verdicts(backend: &Backend) {
     insert_new(store, &order("paid", OrderState::Pending, T0));
     insert_new(store, &order("closed", OrderState::Closed, T0));
 
-    let first = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 11);
+    let first = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 11, None);
     match first.expect("apply") {
         Transition::Applied(o) => {
             assert_eq!(o.state, OrderState::Paid);
@@ -368,21 +378,22 @@ fn payment_notification_outcomes_are_recorded_with_verdicts(backend: &Backend) {
         OrderState::Refunding,
         OrderPatch::default(),
         T0 + 20,
+        None,
     );
     assert!(to_refunding.expect("refunding").applied());
-    let again = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 30);
+    let again = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 30, None);
     assert!(
         matches!(again, Ok(Transition::AlreadyThere(_))),
         "{again:?}"
     );
-    let other_tx = store.apply_payment_notification("paid", "tx-2", T0 + 10, BODY, T0 + 31);
+    let other_tx = store.apply_payment_notification("paid", "tx-2", T0 + 10, BODY, T0 + 31, None);
     assert!(
         matches!(other_tx, Ok(Transition::Refused(_))),
         "{other_tx:?}"
     );
-    let closed = store.apply_payment_notification("closed", "tx-3", T0, BODY, T0 + 32);
+    let closed = store.apply_payment_notification("closed", "tx-3", T0, BODY, T0 + 32, None);
     assert!(matches!(closed, Ok(Transition::Refused(_))), "{closed:?}");
-    let unknown = store.apply_payment_notification("ghost", "tx-4", T0, BODY, T0 + 33);
+    let unknown = store.apply_payment_notification("ghost", "tx-4", T0, BODY, T0 + 33, None);
     assert_eq!(unknown.expect("apply"), Transition::Missing);
 
     let records = store.notifications(10, 0).expect("notifications");
@@ -498,7 +509,14 @@ fn concurrent_duplicate_notifications_through_one_store_apply_once(backend: &Bac
                     (0..EACH)
                         .map(|i| {
                             store
-                                .apply_payment_notification("o-1", "tx-1", T0, BODY, T0 + i as i64)
+                                .apply_payment_notification(
+                                    "o-1",
+                                    "tx-1",
+                                    T0,
+                                    BODY,
+                                    T0 + i as i64,
+                                    None,
+                                )
                                 .expect("apply")
                         })
                         .collect::<Vec<_>>()
@@ -530,7 +548,7 @@ fn concurrent_duplicate_notifications_through_separate_connections_apply_once(ba
                     (0..EACH)
                         .map(|_| {
                             store
-                                .apply_payment_notification("o-1", "tx-1", T0, BODY, T0)
+                                .apply_payment_notification("o-1", "tx-1", T0, BODY, T0, None)
                                 .expect("apply")
                         })
                         .collect::<Vec<_>>()
@@ -549,7 +567,7 @@ fn an_applied_payment_survives_reopening(backend: &Backend) {
     {
         let store = backend.open();
         insert_new(&*store, &order("o-1", OrderState::Pending, T0));
-        let applied = store.apply_payment_notification("o-1", "tx-1", T0 + 5, BODY, T0 + 6);
+        let applied = store.apply_payment_notification("o-1", "tx-1", T0 + 5, BODY, T0 + 6, None);
         assert!(applied.expect("apply").applied());
         store
             .append_audit(&audit_input("order.paid"))
@@ -736,6 +754,7 @@ fn orders_in_state_lists_the_oldest_stale_orders_first(backend: &Backend) {
         OrderState::Closed,
         OrderPatch::default(),
         T0 + 1000,
+        None,
     );
     assert!(touched.expect("close").applied());
     let listed = store.orders_in_state(&states, T0 + 500, 10).expect("list");
@@ -782,7 +801,14 @@ fn refund_outcomes_settle_the_order_and_record_the_notification_once(backend: &B
     assert_eq!(order.state, OrderState::Refunding, "refunds in flight");
 
     let first = store
-        .apply_refund_outcome("R-A", "5030001", RefundState::Succeeded, Some(BODY), T0 + 2)
+        .apply_refund_outcome(
+            "R-A",
+            "5030001",
+            RefundState::Succeeded,
+            Some(BODY),
+            T0 + 2,
+            None,
+        )
         .expect("apply");
     assert!(first.applied());
     assert_eq!(
@@ -791,15 +817,36 @@ fn refund_outcomes_settle_the_order_and_record_the_notification_once(backend: &B
         "R-B is still in flight"
     );
     let again = store
-        .apply_refund_outcome("R-A", "5030001", RefundState::Succeeded, Some(BODY), T0 + 3)
+        .apply_refund_outcome(
+            "R-A",
+            "5030001",
+            RefundState::Succeeded,
+            Some(BODY),
+            T0 + 3,
+            None,
+        )
         .expect("apply");
     assert!(matches!(again, Transition::AlreadyThere(_)), "{again:?}");
     let other_id = store
-        .apply_refund_outcome("R-A", "5039999", RefundState::Succeeded, Some(BODY), T0 + 3)
+        .apply_refund_outcome(
+            "R-A",
+            "5039999",
+            RefundState::Succeeded,
+            Some(BODY),
+            T0 + 3,
+            None,
+        )
         .expect("apply");
     assert!(matches!(other_id, Transition::AlreadyThere(_)));
     let closed_late = store
-        .apply_refund_outcome("R-A", "5030001", RefundState::Closed, Some(BODY), T0 + 3)
+        .apply_refund_outcome(
+            "R-A",
+            "5030001",
+            RefundState::Closed,
+            Some(BODY),
+            T0 + 3,
+            None,
+        )
         .expect("apply");
     assert!(
         matches!(closed_late, Transition::Refused(_)),
@@ -807,7 +854,7 @@ fn refund_outcomes_settle_the_order_and_record_the_notification_once(backend: &B
     );
 
     let closed = store
-        .apply_refund_outcome("R-B", "5030002", RefundState::Closed, None, T0 + 4)
+        .apply_refund_outcome("R-B", "5030002", RefundState::Closed, None, T0 + 4, None)
         .expect("apply");
     assert!(closed.applied());
     assert_eq!(stored(store, "PAID-1").state, OrderState::Refunded);
@@ -836,7 +883,7 @@ fn refund_outcomes_settle_the_order_and_record_the_notification_once(backend: &B
         "the outcome by refundquery (no body) records no notification"
     );
     let missing = store
-        .apply_refund_outcome("R-NONE", "1", RefundState::Succeeded, Some(BODY), T0)
+        .apply_refund_outcome("R-NONE", "1", RefundState::Succeeded, Some(BODY), T0, None)
         .expect("apply");
     assert_eq!(missing, Transition::Missing);
 }
@@ -853,7 +900,7 @@ fn a_failed_refund_puts_the_order_back_to_paid(backend: &Backend) {
     );
     store.settle_order("PAID-2", T0).expect("settle");
     let failed = store
-        .apply_refund_outcome("R-C", "5030003", RefundState::Failed, None, T0 + 1)
+        .apply_refund_outcome("R-C", "5030003", RefundState::Failed, None, T0 + 1, None)
         .expect("apply");
     assert!(failed.applied());
     assert_eq!(stored(store, "PAID-2").state, OrderState::Paid);
@@ -882,7 +929,7 @@ fn refunds_in_state_lists_the_oldest_open_refunds_first(backend: &Backend) {
         assert_eq!(store.insert_refund(&r).expect("insert"), RefundInsert::New);
     }
     let settled = store
-        .apply_refund_outcome("R-MID", "1", RefundState::Succeeded, None, T0 + 31)
+        .apply_refund_outcome("R-MID", "1", RefundState::Succeeded, None, T0 + 31, None)
         .expect("apply");
     assert!(settled.applied());
     let open = [RefundState::Requested, RefundState::Processing];
@@ -1049,6 +1096,7 @@ fn admission_holds_a_budget_against_concurrent_payments(backend: &Backend) {
         OrderState::Closed,
         OrderPatch::default(),
         T0 + 1,
+        None,
     );
     assert!(closed.expect("close").applied());
     let held = approval_input(ApprovalKind::Payment, "B-BIG", 100);
@@ -1196,6 +1244,7 @@ fn paid_topup(store: &dyn Store, no: &str, payer: &str, fee: u64) {
             OrderState::Paid,
             OrderPatch::default(),
             T0 + 1,
+            None,
         )
         .expect("pay");
     assert!(paid.applied());
@@ -1223,7 +1272,7 @@ fn top_ups_are_credited_once_and_charges_never_overdraw(backend: &Backend) {
         "the first payer stays"
     );
     // Learning the payment again (a duplicate notification) credits nothing.
-    let again = store.apply_payment_notification("TOP-1", "tx", T0, BODY, T0 + 3);
+    let again = store.apply_payment_notification("TOP-1", "tx", T0, BODY, T0 + 3, None);
     assert!(
         matches!(again, Ok(Transition::AlreadyThere(_))),
         "{again:?}"
@@ -1330,6 +1379,95 @@ fn meters_accumulate_until_settled(backend: &Backend) {
     );
 }
 
+fn audit_events_are_appended_with_the_change_and_only_then(backend: &Backend) {
+    let store = backend.open();
+    insert_new(&*store, &order("A-1", OrderState::Pending, T0));
+    let event = audit_input("order.paid");
+    let actions = || -> Vec<String> {
+        store
+            .audit(0, 100)
+            .expect("audit")
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    };
+    let bad = AuditEventInput {
+        detail: "{not json".to_owned(),
+        ..audit_input("order.paid")
+    };
+    let refused = store.apply_payment_notification("A-1", "tx", T0, BODY, T0 + 1, Some(&bad));
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::InvalidInput {
+                field: "detail",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(
+        stored(&*store, "A-1").state,
+        OrderState::Pending,
+        "nothing written"
+    );
+    assert!(store.notifications(10, 0).expect("read").is_empty());
+
+    for _ in 0..3 {
+        let paid = store
+            .apply_payment_notification("A-1", "tx", T0, BODY, T0 + 1, Some(&event))
+            .expect("apply");
+        assert!(paid.record().is_some_and(|o| o.state == OrderState::Paid));
+    }
+    assert_eq!(actions(), ["order.paid"], "once, for the call that paid");
+
+    let refunding = audit_input("order.refunding");
+    for _ in 0..2 {
+        let moved = store.transition_order(
+            "A-1",
+            &[OrderState::Paid],
+            OrderState::Refunding,
+            OrderPatch::default(),
+            T0 + 2,
+            Some(&refunding),
+        );
+        assert!(moved.expect("move").record().is_some());
+    }
+    let missing = store.transition_order(
+        "ghost",
+        &[OrderState::Paid],
+        OrderState::Refunding,
+        OrderPatch::default(),
+        T0 + 2,
+        Some(&refunding),
+    );
+    assert_eq!(missing.expect("move"), Transition::Missing);
+    assert_eq!(actions(), ["order.paid", "order.refunding"]);
+
+    assert_eq!(
+        store
+            .insert_refund(&refund("AR-1", "A-1", 50))
+            .expect("insert"),
+        RefundInsert::New
+    );
+    let succeeded = audit_input("refund.succeeded");
+    for _ in 0..2 {
+        let outcome = store.apply_refund_outcome(
+            "AR-1",
+            "r-1",
+            RefundState::Succeeded,
+            Some(BODY),
+            T0 + 3,
+            Some(&succeeded),
+        );
+        assert!(outcome.expect("apply").record().is_some());
+    }
+    assert_eq!(
+        actions(),
+        ["order.paid", "order.refunding", "refund.succeeded"]
+    );
+}
+
 // --- Redis only ----------------------------------------------------------------
 
 #[test]
@@ -1419,6 +1557,7 @@ mod ledger_invariants {
                     OrderState::Paid,
                     OrderPatch::default(),
                     T0 + 1,
+                    None,
                 )
                 .expect("pay");
             assert!(paid.applied());

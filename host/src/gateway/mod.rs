@@ -39,6 +39,25 @@ use crate::sandbox::bindings::keyless::{Policy, Product};
 use crate::store::{AuditEventInput, Store, StoreResult};
 use crate::wechat::{Delivered, WechatClient};
 
+/// An audit event stamped now, for [`Gateway::audit`] or for a store
+/// write that appends it atomically with the change it records.
+pub(crate) fn audit_event(
+    actor: &str,
+    action: &str,
+    subject: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) -> AuditEventInput {
+    AuditEventInput {
+        at_ms: now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        subject: subject.to_owned(),
+        outcome: outcome.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
 /// The running gateway.
 pub struct Gateway {
     config: GatewayConfig,
@@ -152,14 +171,7 @@ impl Gateway {
         outcome: &str,
         detail: serde_json::Value,
     ) -> Result<(), Error> {
-        let event = AuditEventInput {
-            at_ms: now_ms(),
-            actor: actor.to_owned(),
-            action: action.to_owned(),
-            subject: subject.to_owned(),
-            outcome: outcome.to_owned(),
-            detail: detail.to_string(),
-        };
+        let event = audit_event(actor, action, subject, outcome, detail);
         let appended = self.db(move |s| s.append_audit(&event)).await.map(|_| ());
         self.changes.notify_waiters();
         appended

@@ -11,7 +11,7 @@
 
 use serde_json::json;
 
-use super::{Gateway, now_ms, parse_beijing_time};
+use super::{Gateway, audit_event, now_ms, parse_beijing_time};
 use crate::error::Error;
 use crate::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
 use crate::store::{
@@ -101,20 +101,29 @@ impl Gateway {
             .unwrap_or_else(now_ms);
         let txid = notice.transaction_id.clone();
         let stored_body = body.clone();
-        let applied = self
-            .db(move |s| s.apply_payment_notification(&no, &txid, paid_at, &stored_body, now_ms()))
-            .await?;
         let subject = expected.out_trade_no;
-        match applied {
-            Transition::Applied(order) => {
-                self.audit(
-                    ACTOR,
-                    "notification.payment",
-                    &subject,
-                    "paid",
-                    json!({"transaction_id": notice.transaction_id, "total_fee": order.total_fee}),
+        let event = audit_event(
+            ACTOR,
+            "notification.payment",
+            &subject,
+            "paid",
+            json!({"transaction_id": notice.transaction_id, "total_fee": order.total_fee}),
+        );
+        let applied = self
+            .db(move |s| {
+                s.apply_payment_notification(
+                    &no,
+                    &txid,
+                    paid_at,
+                    &stored_body,
+                    now_ms(),
+                    Some(&event),
                 )
-                .await?;
+            })
+            .await?;
+        match applied {
+            Transition::Applied(_) => {
+                self.changes.notify_waiters();
                 self.ack(Verdict::Accepted)
             }
             Transition::AlreadyThere(_) => self.ack(Verdict::Duplicate),
@@ -140,8 +149,14 @@ impl Gateway {
         no: String,
         err_code: Option<String>,
     ) -> Result<NotifyReply, Error> {
-        let subject = no.clone();
         let from = [OrderState::Created, OrderState::Pending];
+        let event = audit_event(
+            ACTOR,
+            "notification.payment",
+            &no,
+            "payment failed",
+            json!({"err_code": err_code}),
+        );
         let changed = self
             .db(move |s| {
                 let cas = s.transition_order(
@@ -150,6 +165,7 @@ impl Gateway {
                     OrderState::Failed,
                     OrderPatch::default(),
                     now_ms(),
+                    Some(&event),
                 )?;
                 let verdict = match &cas {
                     Transition::Applied(_) => Verdict::Accepted,
@@ -171,14 +187,7 @@ impl Gateway {
             })
             .await?;
         if changed {
-            self.audit(
-                ACTOR,
-                "notification.payment",
-                &subject,
-                "payment failed",
-                json!({"err_code": err_code}),
-            )
-            .await?;
+            self.changes.notify_waiters();
         }
         self.ack(if changed {
             Verdict::Accepted
@@ -227,14 +236,22 @@ impl Gateway {
         };
         let no = refund.out_refund_no.clone();
         let refund_id = notice.refund_id.clone();
+        let event = audit_event(
+            ACTOR,
+            "notification.refund",
+            &refund.out_refund_no,
+            to.as_str(),
+            json!({"refund_id": notice.refund_id, "refund_fee": refund.refund_fee, "out_trade_no": refund.out_trade_no}),
+        );
         let applied = self
-            .db(move |s| s.apply_refund_outcome(&no, &refund_id, to, Some(&body), now_ms()))
+            .db(move |s| {
+                s.apply_refund_outcome(&no, &refund_id, to, Some(&body), now_ms(), Some(&event))
+            })
             .await?;
         let subject = refund.out_refund_no;
         match applied {
-            Transition::Applied(r) => {
-                self.audit(ACTOR, "notification.refund", &subject, r.state.as_str(), json!({"refund_id": notice.refund_id, "refund_fee": r.refund_fee, "out_trade_no": r.out_trade_no}))
-                    .await?;
+            Transition::Applied(_) => {
+                self.changes.notify_waiters();
                 self.ack(Verdict::Accepted)
             }
             Transition::AlreadyThere(r)

@@ -9,14 +9,14 @@
 
 use serde_json::json;
 
-use super::{Gateway, beijing_time, now_ms, parse_beijing_time, wechat_code};
+use super::{Gateway, audit_event, beijing_time, now_ms, parse_beijing_time, wechat_code};
 use crate::error::Error;
 use crate::sandbox::bindings::keyless::{OrderIntent, ValidatedOrder};
 use crate::sandbox::bindings::merchant_api::{OrderRef, RefundRequest, UnifiedOrder};
 use crate::sandbox::signer::Pairs;
 use crate::store::{
-    Inserted, Order, OrderPatch, OrderState, Refund, RefundInsert, RefundPatch, RefundState,
-    Transition,
+    AuditEventInput, Inserted, Order, OrderPatch, OrderState, Refund, RefundInsert, RefundPatch,
+    RefundState, Transition,
 };
 
 /// What an operator or an agent asks for. The price is not part of it.
@@ -81,10 +81,18 @@ impl Gateway {
         from: &[OrderState],
         to: OrderState,
         patch: OrderPatch,
+        audit: Option<AuditEventInput>,
     ) -> Result<Transition<Order>, Error> {
         let from = from.to_vec();
-        self.db(move |s| s.transition_order(&out_trade_no, &from, to, patch, now_ms()))
-            .await
+        let moved = self
+            .db(move |s| {
+                s.transition_order(&out_trade_no, &from, to, patch, now_ms(), audit.as_ref())
+            })
+            .await?;
+        if moved.applied() {
+            self.changes.notify_waiters();
+        }
+        Ok(moved)
     }
 
     /// The stored order, or [`Error::NotFound`].
@@ -229,7 +237,7 @@ impl Gateway {
         };
         let from = [OrderState::Created];
         let cas = self
-            .move_order(no, &from, OrderState::Pending, patch)
+            .move_order(no, &from, OrderState::Pending, patch, None)
             .await?;
         let order = cas.record().cloned().unwrap_or(order);
         self.audit(
@@ -279,7 +287,7 @@ impl Gateway {
             Some(_) => {
                 let from = [OrderState::Created];
                 let failed = self
-                    .move_order(no, &from, OrderState::Failed, OrderPatch::default())
+                    .move_order(no, &from, OrderState::Failed, OrderPatch::default(), None)
                     .await;
                 if let Err(store) = failed {
                     return store;
@@ -368,17 +376,14 @@ impl Gateway {
         };
         let from = from.to_vec();
         let no = order.out_trade_no.clone();
-        let cas = self.move_order(no, &from, to, patch).await?;
-        if let Transition::Applied(updated) = &cas {
-            self.audit(
-                "reconciliation",
-                "order.state",
-                &updated.out_trade_no,
-                updated.state.as_str(),
-                json!({"from": order.state.as_str(), "trade_state": state, "via": "orderquery"}),
-            )
-            .await?;
-        }
+        let event = audit_event(
+            "reconciliation",
+            "order.state",
+            &order.out_trade_no,
+            to.as_str(),
+            json!({"from": order.state.as_str(), "trade_state": state, "via": "orderquery"}),
+        );
+        let cas = self.move_order(no, &from, to, patch, Some(event)).await?;
         Ok(cas.record().cloned().unwrap_or_else(|| order.clone()))
     }
 
@@ -390,7 +395,7 @@ impl Gateway {
         let no = order.out_trade_no.clone();
         let from = [OrderState::Created];
         let cas = self
-            .move_order(no, &from, OrderState::Closed, OrderPatch::default())
+            .move_order(no, &from, OrderState::Closed, OrderPatch::default(), None)
             .await?;
         self.audit(
             "reconciliation",
@@ -449,7 +454,7 @@ impl Gateway {
         let no = out_trade_no.to_owned();
         let from = [OrderState::Created, OrderState::Pending];
         let cas = self
-            .move_order(no, &from, OrderState::Closed, OrderPatch::default())
+            .move_order(no, &from, OrderState::Closed, OrderPatch::default(), None)
             .await?;
         self.audit(actor, "order.close", out_trade_no, "closed", json!({}))
             .await?;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{Gateway, now_ms, wechat_code};
+use super::{Gateway, audit_event, now_ms, wechat_code};
 use crate::sandbox::bindings::merchant_api::RefundRef;
 use crate::store::{Order, OrderState, Refund, RefundPatch, RefundState};
 
@@ -156,6 +156,13 @@ impl Gateway {
             Some("PROCESSING") if refund.state == RefundState::Requested => RefundState::Processing,
             _ => return,
         };
+        let event = audit_event(
+            ACTOR,
+            "refund.state",
+            &refund.out_refund_no,
+            to.as_str(),
+            json!({"from": refund.state.as_str(), "refund_id": refund_id, "via": "refundquery"}),
+        );
         let outcome = if to == RefundState::Processing {
             let patch = RefundPatch {
                 refund_id: Some(refund_id.clone()),
@@ -165,23 +172,21 @@ impl Gateway {
             self.db(move |s| {
                 let cas = s.transition_refund(&no, &from, to, patch, now_ms())?;
                 s.settle_order(&trade, now_ms())?;
+                if cas.applied() {
+                    s.append_audit(&event)?;
+                }
                 Ok(cas)
             })
             .await
         } else {
             let id = refund_id.clone();
-            self.db(move |s| s.apply_refund_outcome(&no, &id, to, None, now_ms()))
+            self.db(move |s| s.apply_refund_outcome(&no, &id, to, None, now_ms(), Some(&event)))
                 .await
         };
         match outcome {
             Ok(cas) if cas.applied() => {
                 report.refunds_changed += 1;
-                let audited = self
-                    .audit(ACTOR, "refund.state", &refund.out_refund_no, to.as_str(), json!({"from": refund.state.as_str(), "refund_id": refund_id, "via": "refundquery"}))
-                    .await;
-                if let Err(e) = audited {
-                    report.errors.push(e.to_string());
-                }
+                self.changes.notify_waiters();
             }
             Ok(_) => {}
             Err(e) => report

@@ -90,6 +90,18 @@ impl StoreLocation {
     }
 }
 
+/// Refuses an audit event whose detail is not JSON, before anything is
+/// written.
+fn check_audit(event: &AuditEventInput) -> StoreResult<()> {
+    match serde_json::from_str::<serde_json::Value>(&event.detail) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(StoreError::InvalidInput {
+            field: "detail",
+            reason: format!("not JSON: {e}"),
+        }),
+    }
+}
+
 /// The result of a store operation.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -117,6 +129,8 @@ pub trait Store: Send + Sync {
     /// patch's fields that are `Some`, `updated_at_ms = at_ms` and bumping
     /// `version` — one compare-and-set. An order already in `to` is left
     /// untouched ([`Transition::AlreadyThere`]), even if `to` is in `from`.
+    /// `audit` is appended in the same atomic step if, and only if, the
+    /// transition is applied: a crash cannot separate the two.
     fn transition_order(
         &self,
         out_trade_no: &str,
@@ -124,6 +138,7 @@ pub trait Store: Send + Sync {
         to: OrderState,
         patch: OrderPatch,
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>>;
 
     /// Up to `limit` orders in one of `states` whose last change is before
@@ -194,7 +209,8 @@ pub trait Store: Send + Sync {
     ///
     /// When this returns `Ok`, both writes are durable and the caller may
     /// ACK (for the first two outcomes). The signature and amounts must be
-    /// verified before calling: the store does not read the body.
+    /// verified before calling: the store does not read the body. `audit`
+    /// is appended in the same step when this call paid the order.
     fn apply_payment_notification(
         &self,
         out_trade_no: &str,
@@ -202,6 +218,7 @@ pub trait Store: Send + Sync {
         paid_at_ms: i64,
         body: &[u8],
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>>;
 
     /// Up to `limit` refunds in one of `states` whose last change is before
@@ -221,6 +238,7 @@ pub trait Store: Send + Sync {
     /// a notification, records the body with `dedupe_key =
     /// refund_id:state` and the verdict (accepted, duplicate, or
     /// rejected when the refund already ended differently or is unknown).
+    /// `audit` is appended in the same step when this call moved the refund.
     fn apply_refund_outcome(
         &self,
         out_refund_no: &str,
@@ -228,6 +246,7 @@ pub trait Store: Send + Sync {
         to: RefundState,
         body: Option<&[u8]>,
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Refund>>;
 
     /// Puts a paid order in the state its refunds say: Refunding while any

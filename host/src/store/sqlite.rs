@@ -28,7 +28,7 @@ use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
     OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
 };
-use super::{Store, StoreResult};
+use super::{Store, StoreResult, check_audit};
 
 /// How long a write waits for another connection's lock before failing
 /// with `database is locked`.
@@ -400,6 +400,37 @@ fn insert_notification_row(
     .ctx("record notification")
 }
 
+fn insert_audit_row(conn: &Connection, event: &AuditEventInput) -> StoreResult<i64> {
+    conn.prepare_cached(
+        "INSERT INTO audit_log (at_ms, actor, action, subject, outcome, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut stmt| {
+        stmt.insert(params![
+            event.at_ms,
+            event.actor,
+            event.action,
+            event.subject,
+            event.outcome,
+            event.detail,
+        ])
+    })
+    .ctx("append audit event")
+}
+
+/// Appends `audit` when the transition was applied, in the caller's
+/// transaction.
+fn audit_if_applied<T>(
+    conn: &Connection,
+    transition: &Transition<T>,
+    audit: Option<&AuditEventInput>,
+) -> StoreResult<()> {
+    if let (true, Some(event)) = (transition.applied(), audit) {
+        insert_audit_row(conn, event)?;
+    }
+    Ok(())
+}
+
 /// The verdict on a payment notification after its compare-and-set, and
 /// the transition as the caller should see it: an order already paid with
 /// the same transaction is a duplicate even if refunds have moved it on.
@@ -518,8 +549,14 @@ impl Store for SqliteStore {
         to: OrderState,
         patch: OrderPatch,
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>> {
-        self.write(|tx| cas_order(tx, out_trade_no, from, to, &patch, at_ms))
+        audit.map(check_audit).transpose()?;
+        self.write(|tx| {
+            let cas = cas_order(tx, out_trade_no, from, to, &patch, at_ms)?;
+            audit_if_applied(tx, &cas, audit)?;
+            Ok(cas)
+        })
     }
 
     fn orders_in_state(
@@ -629,29 +666,8 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, event: &AuditEventInput) -> StoreResult<i64> {
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(&event.detail) {
-            return Err(StoreError::InvalidInput {
-                field: "detail",
-                reason: format!("not JSON: {e}"),
-            });
-        }
-        self.write(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO audit_log (at_ms, actor, action, subject, outcome, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
-            .and_then(|mut stmt| {
-                stmt.insert(params![
-                    event.at_ms,
-                    event.actor,
-                    event.action,
-                    event.subject,
-                    event.outcome,
-                    event.detail,
-                ])
-            })
-            .ctx("append audit event")
-        })
+        check_audit(event)?;
+        self.write(|tx| insert_audit_row(tx, event))
     }
 
     fn audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>> {
@@ -673,7 +689,9 @@ impl Store for SqliteStore {
         paid_at_ms: i64,
         body: &[u8],
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>> {
+        audit.map(check_audit).transpose()?;
         let patch = OrderPatch {
             transaction_id: Some(transaction_id.to_owned()),
             paid_at_ms: Some(paid_at_ms),
@@ -683,6 +701,7 @@ impl Store for SqliteStore {
         self.write(|tx| {
             let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, at_ms)?;
             let (transition, verdict) = payment_verdict(cas, transaction_id);
+            audit_if_applied(tx, &transition, audit)?;
             insert_notification_row(
                 tx,
                 NotificationKind::Payment,
@@ -724,13 +743,16 @@ impl Store for SqliteStore {
         to: RefundState,
         body: Option<&[u8]>,
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Refund>> {
+        audit.map(check_audit).transpose()?;
         let patch = RefundPatch {
             refund_id: Some(refund_id.to_owned()),
         };
         let from = [RefundState::Requested, RefundState::Processing];
         self.write(|tx| {
             let cas = cas_refund(tx, out_refund_no, &from, to, &patch, at_ms)?;
+            audit_if_applied(tx, &cas, audit)?;
             if let Some(refund) = cas.record() {
                 settle_order_in(tx, &refund.out_trade_no, at_ms)?;
             }

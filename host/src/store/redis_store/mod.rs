@@ -49,7 +49,7 @@ use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
     OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
 };
-use super::{Store, StoreResult};
+use super::{Store, StoreResult, check_audit};
 
 /// The store script, loaded once per server and then called by its hash.
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("store.lua")));
@@ -352,6 +352,31 @@ fn order_patch(args: &mut Args, patch: &OrderPatch) {
         .int_field("paid_at_ms", patch.paid_at_ms);
 }
 
+/// An audit event to append if the change applies: a count (0 or 6) and
+/// the event's fields.
+fn audit_event(args: &mut Args, audit: Option<&AuditEventInput>) -> StoreResult<()> {
+    match audit {
+        None => {
+            args.int(0);
+        }
+        Some(event) => {
+            check_audit(event)?;
+            args.int(6);
+            audit_fields(args, event);
+        }
+    }
+    Ok(())
+}
+
+fn audit_fields(args: &mut Args, event: &AuditEventInput) {
+    args.int(event.at_ms)
+        .text(&event.actor)
+        .text(&event.action)
+        .text(&event.subject)
+        .text(&event.outcome)
+        .text(&event.detail);
+}
+
 fn approval_input(args: &mut Args, a: &ApprovalInput) -> StoreResult<()> {
     args.text(a.kind.as_str())
         .text(&a.subject)
@@ -392,12 +417,14 @@ impl Store for RedisStore {
         to: OrderState,
         patch: OrderPatch,
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>> {
         let mut args = Args::default();
         args.text(out_trade_no)
             .states(from.iter().map(|s| s.as_str()))
             .text(to.as_str())
             .int(at_ms);
+        audit_event(&mut args, audit)?;
         order_patch(&mut args, &patch);
         self.transition("transition_order", &mut args, "orders", fields::order)
     }
@@ -507,19 +534,9 @@ impl Store for RedisStore {
     }
 
     fn append_audit(&self, event: &AuditEventInput) -> StoreResult<i64> {
-        if let Err(e) = serde_json::from_str::<serde_json::Value>(&event.detail) {
-            return Err(StoreError::InvalidInput {
-                field: "detail",
-                reason: format!("not JSON: {e}"),
-            });
-        }
+        check_audit(event)?;
         let mut args = Args::default();
-        args.int(event.at_ms)
-            .text(&event.actor)
-            .text(&event.action)
-            .text(&event.subject)
-            .text(&event.outcome)
-            .text(&event.detail);
+        audit_fields(&mut args, event);
         fields::integer(&self.call("append_audit", &mut args)?, "audit_log")
     }
 
@@ -536,6 +553,7 @@ impl Store for RedisStore {
         paid_at_ms: i64,
         body: &[u8],
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>> {
         let mut args = Args::default();
         args.text(out_trade_no)
@@ -543,6 +561,7 @@ impl Store for RedisStore {
             .int(paid_at_ms)
             .bytes(body)
             .int(at_ms);
+        audit_event(&mut args, audit)?;
         self.transition(
             "apply_payment_notification",
             &mut args,
@@ -576,6 +595,7 @@ impl Store for RedisStore {
         to: RefundState,
         body: Option<&[u8]>,
         at_ms: i64,
+        audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Refund>> {
         let mut args = Args::default();
         args.text(out_refund_no).text(refund_id).text(to.as_str());
@@ -584,6 +604,7 @@ impl Store for RedisStore {
             None => args.opt(None),
         };
         args.int(at_ms);
+        audit_event(&mut args, audit)?;
         self.transition("apply_refund_outcome", &mut args, "refunds", fields::refund)
     }
 

@@ -287,6 +287,28 @@ local function sequence(kind, first, limit)
   return out
 end
 
+local function append_audit(e)
+  local seq = redis.call('INCR', key('seq', 'audit'))
+  redis.call('HSET', key('audit', seq), 'seq', seq, 'at_ms', e[1], 'actor', e[2],
+    'action', e[3], 'subject', e[4], 'outcome', e[5], 'detail', e[6])
+  return seq
+end
+
+-- An audit event given in A at `i` as a count (0 or 6) and its fields:
+-- the event (or nil) and the index after it.
+local function audit_at(i)
+  if A[i] == '0' then
+    return nil, i + 1
+  end
+  return { A[i + 1], A[i + 2], A[i + 3], A[i + 4], A[i + 5], A[i + 6] }, i + 7
+end
+
+local function audit_if(code, event)
+  if code == 'applied' and event then
+    append_audit(event)
+  end
+end
+
 -- Agents and approvals -----------------------------------------------------
 
 local function spent_since(agent, since)
@@ -354,7 +376,9 @@ function ops.order()
 end
 
 function ops.transition_order()
-  local code = cas_order(A[1], set_of(A[2]), A[3], pairs_table(5), A[4])
+  local event, patch_at = audit_at(5)
+  local code = cas_order(A[1], set_of(A[2]), A[3], pairs_table(patch_at), A[4])
+  audit_if(code, event)
   return { code, record(key('order', A[1])) }
 end
 
@@ -408,10 +432,7 @@ function ops.notifications()
 end
 
 function ops.append_audit()
-  local seq = redis.call('INCR', key('seq', 'audit'))
-  redis.call('HSET', key('audit', seq), 'seq', seq, 'at_ms', A[1], 'actor', A[2],
-    'action', A[3], 'subject', A[4], 'outcome', A[5], 'detail', A[6])
-  return seq
+  return append_audit(A)
 end
 
 function ops.audit()
@@ -420,8 +441,10 @@ end
 
 function ops.apply_payment_notification()
   local no, transaction, paid_at, body, at = A[1], A[2], A[3], A[4], A[5]
+  local event = audit_at(6)
   local patch = { transaction_id = transaction, paid_at_ms = paid_at }
   local code = cas_order(no, { created = true, pending = true }, 'paid', patch, at)
+  audit_if(code, event)
   local order = record(key('order', no))
   local verdict
   if code == 'missing' then
@@ -448,8 +471,10 @@ end
 
 function ops.apply_refund_outcome()
   local no, refund_id, to, body, at = A[1], A[2], A[3], opt(A[4]), A[5]
+  local event = audit_at(6)
   local from = { requested = true, processing = true }
   local code = cas_refund(no, from, to, { refund_id = refund_id }, at)
+  audit_if(code, event)
   local order_no = redis.call('HGET', key('refund', no), 'out_trade_no')
   if order_no then
     settle_order(order_no, at)
