@@ -5,94 +5,17 @@
 #![allow(clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use wxpay::config::GatewayConfig;
-use wxpay::simulator::Simulator;
-use wxpay::simulator::config::SimulatorConfig;
 
 #[path = "support/mod.rs"]
 mod support;
 
-const KEY: &str = "192006250b4c09247ec02edce69f6a2d";
-
-fn wxpay(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wxpay"))
-        .args(args)
-        .env_remove("WXPAY_API_KEY")
-        .env_remove("WXPAY_CONFIG")
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("wxpay-cli-test-cache"),
-        )
-        .output()
-        .expect("wxpay runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert!(!text(&out.stdout).contains(KEY) && !text(&out.stderr).contains(KEY));
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
-}
-
-/// `wxpay ARGS -c CONFIG`.
-fn with_config(config: &Path) -> impl Fn(&[&str]) -> Output + use<> {
-    let c = config.to_str().expect("utf8").to_owned();
-    move |args: &[&str]| {
-        let mut all = args.to_vec();
-        all.extend(["-c", c.as_str()]);
-        wxpay(&all)
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
-/// The documented example, pointed at this test's simulator, key and files.
-fn config_file(dir: &Path, simulator: &str, port: u16) -> PathBuf {
-    let key = dir.join("api_key");
-    std::fs::write(&key, KEY).expect("key");
-    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    let example = include_str!("../../examples/wxpay.toml");
-    let text = example
-        .replace(
-            "key_file = \"api_key\"",
-            &format!("key_file = {:?}", key.display().to_string()),
-        )
-        .replace("http://127.0.0.1:8090", simulator)
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
-        .replace(
-            "sqlite = \"wxpay.db\"",
-            &format!("sqlite = {:?}", dir.join("wxpay.db").display().to_string()),
-        );
-    let path = dir.join("wxpay.toml");
-    std::fs::write(&path, text).expect("config");
-    path
-}
-
-async fn simulator() -> String {
-    let config = SimulatorConfig::parse(&format!(
-        "[[merchants]]\nappid = \"wxd930ea5d5a258f4f\"\nmch_id = \"10000100\"\napi_key = \"{KEY}\"\n"
-    ))
-    .expect("simulator config");
-    let addr = Simulator::new(&config)
-        .expect("simulator")
-        .spawn("127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("spawn");
-    format!("http://127.0.0.1:{}", addr.port())
-}
+use support::processes::{
+    KEY, config_file, free_port, json, serve, simulator, text, with_config, wxpay,
+};
 
 #[test]
 fn the_example_config_is_valid() {
@@ -169,38 +92,6 @@ fn serve_refuses_a_component_with_extra_imports() {
         stderr.contains("wasi:sockets/tcp@0.2.6") && stderr.contains("not allowed"),
         "{stderr}"
     );
-}
-
-/// A running `wxpay serve`, stopped with SIGTERM when dropped.
-struct Served(Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = rustix::process::kill_process(
-            rustix::process::Pid::from_child(&self.0),
-            rustix::process::Signal::TERM,
-        );
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(config: &Path) -> Served {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
-        .args(["serve", "--no-probe", "-c", config.to_str().expect("utf8")])
-        .env_remove("WXPAY_API_KEY")
-        .env(
-            "XDG_CACHE_HOME",
-            std::env::temp_dir().join("wxpay-cli-test-cache"),
-        )
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).expect("line");
-    assert!(line.contains("listening on"), "{line}");
-    Served(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

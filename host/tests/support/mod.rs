@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod pki;
+pub mod processes;
 pub mod redis;
 
 use std::io::Write as _;

@@ -8,8 +8,8 @@
 //! skipped.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -66,7 +66,7 @@ fn start(settings: &[&str]) -> String {
         while kill -0 "$parent" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 0.5; done
         kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$dir"
     "#;
-    Command::new("sh")
+    let supervisor = Command::new("sh")
         .arg("-c")
         .arg(script)
         .arg("sh")
@@ -79,6 +79,12 @@ fn start(settings: &[&str]) -> String {
         .stderr(Stdio::null())
         .spawn()
         .expect("start redis-server");
+    // It outlives every test on purpose and ends by itself with the process.
+    static SUPERVISORS: Mutex<Vec<Child>> = Mutex::new(Vec::new());
+    SUPERVISORS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(supervisor);
     let url = format!("redis+unix://{}", socket.display());
     wait_until_ready(&socket, &dir);
     url
