@@ -68,48 +68,98 @@ fn setup_failed(reason: impl std::fmt::Display) -> StepFailed {
     }
 }
 
+/// The simulator (over TLS, with a throwaway CA and a PKCS#12 merchant
+/// certificate) and a gateway serving callbacks and the agent API on
+/// loopback, with a temporary store: what the demo and `wxpay bench` run on.
+pub(crate) struct Stage {
+    /// The temporary directory holding the key file, PKI and SQLite file.
+    pub(crate) dir: tempfile::TempDir,
+    /// The simulator's base URL.
+    pub(crate) simulator: String,
+    /// The gateway's base URL.
+    pub(crate) api: String,
+    /// The gateway.
+    pub(crate) gateway: Arc<Gateway>,
+    /// A client that trusts the simulator's CA.
+    pub(crate) http: reqwest::Client,
+}
+
+impl Stage {
+    /// Starts both; `redis` (a URL) puts the gateway's state in Redis
+    /// under a fresh prefix instead of SQLite.
+    pub(crate) async fn start(sandbox: Arc<Sandbox>, redis: Option<&str>) -> Result<Self, Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::input("temp dir", e))?;
+        let pki = crate::simulator::pki::generate(dir.path(), MCH_ID)?;
+        let simulator = start_simulator(&pki).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| Error::input("listen", e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::input("listen", e))?;
+        let mut config = demo_config(dir.path(), &simulator, addr, &pki)?;
+        if let Some(url) = redis {
+            config.store.redis = Some(url.to_owned());
+            config.store.key_prefix = format!("wxpay-stage:{}:{}:", std::process::id(), now_ms());
+        }
+        let gateway = Gateway::open(config, sandbox).await?;
+        let app = callbacks::router(Arc::clone(&gateway))
+            .merge(agents::api::router(Arc::clone(&gateway)));
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "stage gateway stopped");
+            }
+        });
+        let root = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())
+            .map_err(|e| Error::input("simulator CA", e))?;
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(root)
+            .build()
+            .map_err(|e| Error::input("http client", e))?;
+        Ok(Self {
+            dir,
+            simulator,
+            api: format!("http://{addr}"),
+            gateway,
+            http,
+        })
+    }
+
+    /// Enrolls an agent with `grant`; returns its token.
+    pub(crate) async fn agent(&self, id: &str, grant: &Grant) -> Result<String, Error> {
+        let (record, token) = agents::enroll(id, id, grant, now_ms(), 3_600_000)?;
+        self.gateway.db(move |s| s.insert_agent(&record)).await?;
+        Ok(token)
+    }
+}
+
 impl<'a> Demo<'a> {
     async fn start(
         sandbox: Arc<Sandbox>,
         out: &'a mut (dyn Write + Send),
     ) -> Result<Self, StepFailed> {
-        let dir = tempfile::tempdir().map_err(setup_failed)?;
-        let pki = crate::simulator::pki::generate(dir.path(), MCH_ID).map_err(setup_failed)?;
-        let simulator = start_simulator(&pki).await.map_err(setup_failed)?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let stage = Stage::start(sandbox, None).await.map_err(setup_failed)?;
+        let token = stage
+            .agent("demo-agent", &demo_grant())
             .await
-            .map_err(setup_failed)?;
-        let addr = listener.local_addr().map_err(setup_failed)?;
-        let config = demo_config(dir.path(), &simulator, addr, &pki).map_err(setup_failed)?;
-        let gateway = Gateway::open(config, sandbox).await.map_err(setup_failed)?;
-        let app = callbacks::router(Arc::clone(&gateway))
-            .merge(agents::api::router(Arc::clone(&gateway)));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "demo gateway stopped");
-            }
-        });
-        let token = add_demo_agent(&gateway).await.map_err(setup_failed)?;
-        let root = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).map_err(setup_failed)?;
-        let http = reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(root)
-            .build()
             .map_err(setup_failed)?;
         let _ = writeln!(
             out,
-            "wxpay demo — simulator (WeChat's side) at {simulator}, gateway at http://{addr}, store {}\n",
-            dir.path().join("wxpay.db").display()
+            "wxpay demo — simulator (WeChat's side) at {}, gateway at {}, store {}\n",
+            stage.simulator,
+            stage.api,
+            stage.dir.path().join("wxpay.db").display()
         );
         Ok(Self {
             out,
             step: 0,
-            simulator,
-            api: format!("http://{addr}"),
+            simulator: stage.simulator,
+            api: stage.api,
             token,
-            gateway,
-            http,
-            _dir: dir,
+            gateway: stage.gateway,
+            http: stage.http,
+            _dir: stage.dir,
         })
     }
 
@@ -570,8 +620,8 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<(), Error> {
         .map_err(|e| Error::input(path.display().to_string(), e))
 }
 
-async fn add_demo_agent(gateway: &Gateway) -> Result<String, Error> {
-    let grant = Grant {
+fn demo_grant() -> Grant {
+    Grant {
         capabilities: [
             Capability::Create,
             Capability::Read,
@@ -585,8 +635,5 @@ async fn add_demo_agent(gateway: &Gateway) -> Result<String, Error> {
         daily_budget_fen: 50_000,
         approval_threshold_fen: Some(20_000),
         refunds_need_approval: true,
-    };
-    let (record, token) = agents::enroll("demo-agent", "Demo agent", &grant, now_ms(), 3_600_000)?;
-    gateway.db(move |s| s.insert_agent(&record)).await?;
-    Ok(token)
+    }
 }

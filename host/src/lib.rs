@@ -22,11 +22,13 @@
 //!   `explain`, `simulate`).
 
 pub mod agents;
+pub mod bench;
 pub mod callbacks;
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod fuzzing;
 pub mod gateway;
 pub mod key;
 mod listen;

@@ -593,3 +593,91 @@ fn the_agent_api_can_listen_apart_from_the_public_callbacks() {
         "no callbacks on the private listener"
     );
 }
+
+#[test]
+fn bench_load_drives_intents_and_notifications_on_sqlite_and_redis() {
+    let redis = support::redis::url().to_owned();
+    for store in [None, Some(redis.as_str())] {
+        let mut args = vec![
+            "bench",
+            "load",
+            "--intents",
+            "40",
+            "--duplicates",
+            "1",
+            "--concurrency",
+            "4",
+        ];
+        if let Some(url) = store {
+            args.extend(["--redis", url]);
+        }
+        let out = wxpay(&args);
+        let report = text(&out.stdout);
+        assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
+        for phase in [
+            "intents (agent API)",
+            "notifications (first)",
+            "notifications (duplicate)",
+        ] {
+            let line = report
+                .lines()
+                .find(|l| l.starts_with(phase))
+                .unwrap_or_else(|| panic!("no {phase} line in:\n{report}"));
+            assert!(
+                line.contains("40 ok") && line.contains("0 failed"),
+                "{line}"
+            );
+            assert!(line.contains("p50") && line.contains("p999"), "{line}");
+        }
+        assert!(
+            report.contains("all 40 orders are paid in the store"),
+            "{report}"
+        );
+        let backend = if store.is_some() {
+            "gateway on Redis"
+        } else {
+            "gateway on SQLite"
+        };
+        assert!(report.contains(backend), "{report}");
+        assert!(!report.contains(KEY));
+    }
+    let refused = wxpay(&["bench", "load", "--rate", "0"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        text(&refused.stderr).contains("--rate"),
+        "{}",
+        text(&refused.stderr)
+    );
+}
+
+#[test]
+fn the_store_setting_takes_a_redis_url_and_never_prints_its_password() {
+    let example = include_str!("../../examples/wxpay.toml");
+    let with = |store: &str| {
+        let start = example.find("[store]").expect("a [store] section");
+        let end = example[start..]
+            .find("[reconcile]")
+            .expect("the next section")
+            + start;
+        let without = format!("{}{}", &example[..start], &example[end..]);
+        GatewayConfig::parse(&format!("store = {store:?}\n{without}"))
+    };
+    let short = with("redis://ops:hunter2@10.0.0.5:6379/2").expect("short form");
+    assert_eq!(
+        short.store.redis.as_deref(),
+        Some("redis://ops:hunter2@10.0.0.5:6379/2")
+    );
+    assert_eq!(short.store.key_prefix, "wxpay:");
+    let shown = toml::to_string(&short.store).expect("toml");
+    assert!(shown.contains("redis://ops:***@10.0.0.5:6379/2"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let path = with("state/wxpay.db").expect("a path");
+    assert_eq!(
+        path.store.sqlite,
+        std::path::PathBuf::from("state/wxpay.db")
+    );
+    assert_eq!(path.store.redis, None);
+    let typo = with("reddis://ops:hunter2@10.0.0.5").expect_err("not a redis URL");
+    assert!(typo.contains("redis://"), "{typo}");
+    assert!(!typo.contains("hunter2"), "{typo}");
+}

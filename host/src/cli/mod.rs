@@ -14,6 +14,7 @@ macro_rules! outln {
 }
 
 mod agents;
+mod bench;
 mod gateway;
 mod inspect;
 mod messages;
@@ -72,6 +73,8 @@ enum Command {
     Mcp(McpArgs),
     /// Print the agent tools for function-calling frameworks.
     Tools(ToolsArgs),
+    /// Measure on this machine: `bench load` drives intents and notifications through a gateway.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -265,6 +268,7 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Demo(args) => demo(args),
+        Command::Bench(args) => bench::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Sign(args) => messages::sign(args),
         Command::Verify(args) => messages::verify(args),

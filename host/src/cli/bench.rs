@@ -1,0 +1,78 @@
+//! `wxpay bench …`: load and speed measurements on this machine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::ComponentArgs;
+use crate::bench::load::{self, LoadOptions};
+use crate::error::Error;
+
+#[derive(Debug, Args)]
+pub(super) struct BenchArgs {
+    #[command(subcommand)]
+    what: BenchCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Drive payment intents and notifications through a gateway's HTTP
+    /// stack (simulator as WeChat) and print throughput and p50/p99/p999.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Payment intents to place; each order then gets one notification.
+    #[arg(long, default_value_t = 2_000)]
+    intents: usize,
+    /// Extra rounds of duplicate notifications.
+    #[arg(long, default_value_t = 1)]
+    duplicates: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Offered requests per second (default: as fast as the concurrency allows).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Keep the gateway's state in this Redis (redis://…) instead of SQLite.
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    deadline_secs: u64,
+    #[command(flatten)]
+    component: ComponentArgs,
+}
+
+/// `wxpay bench`.
+pub(super) fn run(args: &BenchArgs) -> Result<(), Error> {
+    let BenchCommand::Load(load_args) = &args.what;
+    if load_args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(Error::input(
+            "--rate",
+            "must be a positive number of requests per second",
+        ));
+    }
+    if load_args.concurrency == 0 {
+        return Err(Error::input("--concurrency", "must be at least 1"));
+    }
+    let sandbox = Arc::new(load_args.component.sandbox()?);
+    let options = LoadOptions {
+        intents: load_args.intents,
+        duplicates: load_args.duplicates,
+        concurrency: load_args.concurrency,
+        rate: load_args.rate,
+        redis: load_args.redis.clone(),
+        deadline: Duration::from_secs(load_args.deadline_secs),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::input("runtime", e))?;
+    runtime.block_on(async {
+        let mut out = std::io::stdout();
+        load::run(sandbox, &options, &mut out).await.map(|_| ())
+    })
+}
