@@ -13,6 +13,9 @@ use wxpay::config::GatewayConfig;
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "support/fixture.rs"]
+mod fixture;
+
 use support::processes::{
     KEY, config_file, free_port, json, serve, simulator, text, with_config, wxpay,
 };
@@ -220,45 +223,12 @@ fn verify_notification_checks_against_the_stored_order_and_changes_nothing() {
     ]));
     let no = created["out_trade_no"].as_str().expect("no");
 
-    let mut signer = support::sandbox().instantiate().expect("instance");
-    let settings = wxpay::sandbox::signer::MerchantSettings {
-        appid: "wxd930ea5d5a258f4f".into(),
-        mch_id: "10000100".into(),
-        sign_type: wxpay::sandbox::bindings::types::SignType::HmacSha256,
-        sub_appid: None,
-        sub_mch_id: None,
-        sandbox: false,
-    };
-    let merchant = signer
-        .merchant(&settings, &support::key(KEY))
-        .expect("merchant");
-    let mut body = |total_fee: &str| {
-        let mut params: Vec<(String, String)> = [
-            ("appid", "wxd930ea5d5a258f4f"),
-            ("mch_id", "10000100"),
-            ("nonce_str", "abc"),
-            ("result_code", "SUCCESS"),
-            ("return_code", "SUCCESS"),
-            ("total_fee", total_fee),
-            ("fee_type", "CNY"),
-            ("transaction_id", "4200000000000000000000000777"),
-            ("out_trade_no", no),
-            ("openid", "o1"),
-            ("time_end", "20260101120000"),
-            ("trade_type", "NATIVE"),
-            ("sign_type", "HMAC-SHA256"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let sign = signer.sign(&merchant, &params, None).expect("sign");
-        params.push(("sign".into(), sign));
-        signer.write_xml(&params).expect("xml")
-    };
+    let body =
+        |total_fee| fixture::payment_notification(no, total_fee, "4200000000000000000000000777");
     let genuine = dir.path().join("genuine.xml");
-    std::fs::write(&genuine, body("1200")).expect("write");
+    std::fs::write(&genuine, body(1200)).expect("write");
     let wrong_amount = dir.path().join("amount.xml");
-    std::fs::write(&wrong_amount, body("1")).expect("write");
+    std::fs::write(&wrong_amount, body(1)).expect("write");
 
     let verified = json(&wxpay(&[
         "verify-notification",

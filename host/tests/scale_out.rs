@@ -396,7 +396,12 @@ async fn top_up_once(
 ) -> Option<String> {
     let body = json!({"amount_fen": 500, "idempotency_key": format!("t-{i}")});
     let path = format!("/v1/balances/{payer}/topups");
-    match cluster.api(gateway, token, &path, Some(body)).await {
+    pending_id(cluster.api(gateway, token, &path, Some(body)).await)
+}
+
+/// The payment id of a reply saying the payment waits for the payer.
+fn pending_id(reply: Option<(u16, Value)>) -> Option<String> {
+    match reply {
         Some((_, v)) if v["status"] == "payment_pending" => {
             v["payment_id"].as_str().map(str::to_owned)
         }

@@ -38,7 +38,6 @@ use crate::demo::Stage;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::sandbox::Sandbox;
-use crate::sandbox::bindings::types::SignType;
 use crate::store::OrderState;
 
 /// What to run.
@@ -259,40 +258,18 @@ async fn place_intents(
 /// One genuine payment notification per order, signed in the component
 /// with the gateway's own merchant (the key never leaves it).
 fn notification_bodies(gateway: &Gateway, orders: &[Placed]) -> Result<Vec<Vec<u8>>, Error> {
-    let appid = gateway.config().merchant.appid.clone();
-    let mch_id = gateway.config().merchant.mch_id.clone();
     orders
         .iter()
         .enumerate()
         .map(|(i, order)| {
-            let fee = order.amount_fen.to_string();
-            let mut params: Vec<(String, String)> = [
-                ("appid", appid.as_str()),
-                ("mch_id", mch_id.as_str()),
-                ("nonce_str", &format!("bench{i}")),
-                ("result_code", "SUCCESS"),
-                ("return_code", "SUCCESS"),
-                ("openid", "oBenchPayer0000000000000000"),
-                ("trade_type", "NATIVE"),
-                ("bank_type", "CMC"),
-                ("fee_type", "CNY"),
-                ("cash_fee", &fee),
-                ("total_fee", &fee),
-                ("transaction_id", &format!("42{:026}", i)),
-                ("out_trade_no", &order.out_trade_no),
-                ("time_end", "20260101120000"),
-                ("sign_type", "HMAC-SHA256"),
-                ("is_subscribe", "N"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
             gateway.sign(|s| {
-                let sign = s
-                    .instance
-                    .sign(&s.merchant, &params, Some(SignType::HmacSha256))?;
-                params.push(("sign".to_owned(), sign));
-                Ok(s.instance.write_xml(&params)?.into_bytes())
+                super::payment_notification(
+                    &mut s.instance,
+                    &s.merchant,
+                    &order.out_trade_no,
+                    order.amount_fen,
+                    &format!("42{i:026}"),
+                )
             })
         })
         .collect()

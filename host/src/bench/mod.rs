@@ -7,6 +7,55 @@
 
 pub mod load;
 
+use crate::error::Error;
+use crate::sandbox::SignerInstance;
+use crate::sandbox::bindings::types::SignType;
+use crate::sandbox::signer::{MerchantHandle, Pairs};
+
+/// A payment notification as WeChat sends one for a paid order, signed
+/// (HMAC-SHA256) in the component by `merchant`: for load runs and tests
+/// that play WeChat's side without the simulator's scheduling.
+pub fn payment_notification(
+    signer: &mut SignerInstance,
+    merchant: &MerchantHandle,
+    out_trade_no: &str,
+    total_fee: u64,
+    transaction_id: &str,
+) -> Result<Vec<u8>, Error> {
+    let (appid, mch_id) = signer.identity(merchant)?;
+    let fee = total_fee.to_string();
+    let nonce = format!(
+        "n{}",
+        transaction_id
+            .get(transaction_id.len().saturating_sub(16)..)
+            .unwrap_or("")
+    );
+    let mut params: Pairs = [
+        ("appid", appid.as_str()),
+        ("mch_id", mch_id.as_str()),
+        ("nonce_str", nonce.as_str()),
+        ("result_code", "SUCCESS"),
+        ("return_code", "SUCCESS"),
+        ("openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
+        ("trade_type", "NATIVE"),
+        ("bank_type", "CMC"),
+        ("fee_type", "CNY"),
+        ("cash_fee", fee.as_str()),
+        ("total_fee", fee.as_str()),
+        ("transaction_id", transaction_id),
+        ("out_trade_no", out_trade_no),
+        ("time_end", "20260101120000"),
+        ("sign_type", "HMAC-SHA256"),
+        ("is_subscribe", "N"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let sign = signer.sign(merchant, &params, Some(SignType::HmacSha256))?;
+    params.push(("sign".to_owned(), sign));
+    Ok(signer.write_xml(&params)?.into_bytes())
+}
+
 /// The machine, in one line: CPU model, cores available, memory.
 pub fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")

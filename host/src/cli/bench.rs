@@ -67,11 +67,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<(), Error> {
         redis: load_args.redis.clone(),
         deadline: Duration::from_secs(load_args.deadline_secs),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::input("runtime", e))?;
-    runtime.block_on(async {
+    super::block_on(async {
         let mut out = std::io::stdout();
         load::run(sandbox, &options, &mut out).await.map(|_| ())
     })

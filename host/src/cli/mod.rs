@@ -251,16 +251,21 @@ pub(crate) fn print_line(text: &str) -> Result<(), Error> {
 /// `wxpay demo`.
 fn demo(args: &ComponentArgs) -> Result<(), Error> {
     let sandbox = std::sync::Arc::new(args.sandbox()?);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::input("runtime", e))?;
-    runtime.block_on(async {
+    block_on(async {
         let mut out = std::io::stdout();
         crate::demo::run(sandbox, &mut out)
             .await
             .map_err(|failed| Error::input("demo", failed))
     })
+}
+
+/// Runs a command's async body on a multi-threaded runtime.
+fn block_on<T>(body: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::input("runtime", e))?
+        .block_on(body)
 }
 
 /// Parses the command line and runs it.

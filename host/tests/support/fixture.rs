@@ -399,32 +399,8 @@ pub fn payment_notification(no: &str, total_fee: u64, transaction_id: &str) -> V
     let merchant = signer
         .merchant(&settings, &support::key(KEY))
         .expect("merchant");
-    let mut params: Vec<(String, String)> = [
-        ("appid", APPID),
-        ("mch_id", MCH_ID),
-        ("nonce_str", "n0tif1cati0n"),
-        ("result_code", "SUCCESS"),
-        ("return_code", "SUCCESS"),
-        ("openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
-        ("trade_type", "NATIVE"),
-        ("bank_type", "CMC"),
-        ("fee_type", "CNY"),
-        ("cash_fee", &total_fee.to_string()),
-        ("total_fee", &total_fee.to_string()),
-        ("transaction_id", transaction_id),
-        ("out_trade_no", no),
-        ("time_end", "20260101120000"),
-        ("sign_type", "HMAC-SHA256"),
-        ("is_subscribe", "N"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let sign = signer
-        .sign(&merchant, &params, Some(SignType::HmacSha256))
-        .expect("sign");
-    params.push(("sign".into(), sign));
-    signer.write_xml(&params).expect("xml").into_bytes()
+    wxpay::bench::payment_notification(&mut signer, &merchant, no, total_fee, transaction_id)
+        .expect("notification")
 }
 
 /// Keeps every reply body the callback server sends, to search for the key.

@@ -154,8 +154,11 @@ local function write_order(first)
   end
 end
 
-local function cas_order(no, from, to, patch, at)
-  local k = key('order', no)
+-- The compare-and-set on an order or refund (`kind`): moves it to `to` if
+-- it is in `from`, sets `patch`, re-indexes it by state, bumps `version`;
+-- an order that becomes paid credits its top-up in the same step.
+local function cas(kind, no, from, to, patch, at)
+  local k = key(kind, no)
   local state = redis.call('HGET', k, 'state')
   if not state then
     return 'missing'
@@ -166,17 +169,21 @@ local function cas_order(no, from, to, patch, at)
   if not from[state] then
     return 'refused'
   end
-  redis.call('ZREM', key('orders', state), no)
+  redis.call('ZREM', key(kind .. 's', state), no)
   redis.call('HSET', k, 'state', to, 'updated_at_ms', at)
   for name, value in pairs(patch) do
     redis.call('HSET', k, name, value)
   end
   redis.call('HINCRBY', k, 'version', 1)
-  redis.call('ZADD', key('orders', to), at, no)
-  if to == 'paid' then
+  redis.call('ZADD', key(kind .. 's', to), at, no)
+  if kind == 'order' and to == 'paid' then
     credit_topup(no, at)
   end
   return 'applied'
+end
+
+local function cas_order(no, from, to, patch, at)
+  return cas('order', no, from, to, patch, at)
 end
 
 -- Records in the zsets of `states` scored below `older_than`, up to `limit`
@@ -211,25 +218,7 @@ local function refunded_total(no)
 end
 
 local function cas_refund(no, from, to, patch, at)
-  local k = key('refund', no)
-  local state = redis.call('HGET', k, 'state')
-  if not state then
-    return 'missing'
-  end
-  if state == to then
-    return 'already'
-  end
-  if not from[state] then
-    return 'refused'
-  end
-  redis.call('ZREM', key('refunds', state), no)
-  redis.call('HSET', k, 'state', to, 'updated_at_ms', at)
-  for name, value in pairs(patch) do
-    redis.call('HSET', k, name, value)
-  end
-  redis.call('HINCRBY', k, 'version', 1)
-  redis.call('ZADD', key('refunds', to), at, no)
-  return 'applied'
+  return cas('refund', no, from, to, patch, at)
 end
 
 local function settle_order(no, at)
