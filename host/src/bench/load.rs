@@ -113,10 +113,7 @@ pub async fn run(
 ) -> Result<Vec<PhaseReport>, Error> {
     let stage = Stage::start(sandbox, options.redis.as_deref()).await?;
     let token = stage.agent("bench-agent", &bench_grant(options)).await?;
-    let store = match &options.redis {
-        Some(url) => format!("Redis {}", crate::store::redis_store::redact_url(url)),
-        None => format!("SQLite {}", stage.dir.path().join("wxpay.db").display()),
-    };
+    let store = stage.gateway.config().store.location();
     say(out, &format!("wxpay bench load — {}", super::machine()));
     say(
         out,

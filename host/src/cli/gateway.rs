@@ -94,7 +94,12 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
         let server = gateway.config().server.clone();
         let (listener, bound) = crate::listen::bind(server.listen).await?;
         outln!("wxpay gateway listening on http://{bound}");
-        tracing::info!(%bound, notify_url = %gateway.config().pay_notify_url(), "serving");
+        tracing::info!(
+            %bound,
+            notify_url = %gateway.config().pay_notify_url(),
+            store = %gateway.config().store.location(),
+            "serving"
+        );
         let callbacks = callbacks::router(Arc::clone(&gateway));
         let agents = crate::agents::api::router(gateway);
         let (quit, quitting) = tokio::sync::watch::channel(false);

@@ -39,6 +39,8 @@
 //! bodies are kept as received (they carry a signature, not the key);
 //! errors name operations, tables and fields, never stored values.
 
+use std::fmt;
+
 mod agents;
 mod error;
 mod ledger;
@@ -75,6 +77,18 @@ pub enum StoreLocation {
         /// Prepended to every key.
         key_prefix: String,
     },
+}
+
+impl fmt::Display for StoreLocation {
+    /// Where, for logs: a Redis password is never shown.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "SQLite {}", path.display()),
+            Self::Redis { url, key_prefix } => {
+                write!(f, "Redis {} under {key_prefix:?}", redis_store::redact_url(url))
+            }
+        }
+    }
 }
 
 impl StoreLocation {
