@@ -143,6 +143,7 @@ on_both_backends!(
     top_ups_are_credited_once_and_charges_never_overdraw,
     meters_accumulate_until_settled,
     audit_events_are_appended_with_the_change_and_only_then,
+    a_lease_has_one_holder_until_it_expires,
 );
 
 fn insert_new(store: &dyn Store, o: &Order) {
@@ -1466,6 +1467,46 @@ fn audit_events_are_appended_with_the_change_and_only_then(backend: &Backend) {
         actions(),
         ["order.paid", "order.refunding", "refund.succeeded"]
     );
+}
+
+fn a_lease_has_one_holder_until_it_expires(backend: &Backend) {
+    let store = backend.open();
+    let take = |holder: &str, now: i64| {
+        store
+            .acquire_lease("reconciliation", holder, now, now + 3_000)
+            .expect("lease")
+    };
+    assert!(take("a", T0), "a free lease is taken");
+    assert!(!take("b", T0 + 1_000), "b waits while a holds it");
+    assert!(take("a", T0 + 2_000), "a renews, until T0 + 5 s");
+    assert!(!take("b", T0 + 4_999), "still a's");
+    assert!(take("b", T0 + 5_000), "expired: b takes over");
+    assert!(!take("a", T0 + 5_001), "and a now waits");
+    assert!(
+        store
+            .acquire_lease("other", "a", T0, T0 + 1)
+            .expect("lease"),
+        "leases are per name"
+    );
+    // Many contenders at once: exactly one wins.
+    let winners = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                s.spawn(move || {
+                    backend
+                        .open()
+                        .acquire_lease("race", &format!("h{i}"), T0, T0 + 10)
+                        .expect("lease")
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|won| *won)
+            .count()
+    });
+    assert_eq!(winners, 1);
 }
 
 // --- Redis only ----------------------------------------------------------------

@@ -68,6 +68,8 @@ pub struct Gateway {
     policy: Policy,
     sandbox_key: Option<SandboxKey>,
     changes: tokio::sync::Notify,
+    /// This process among the gateways sharing the store (for leases).
+    instance_id: String,
 }
 
 impl Gateway {
@@ -114,7 +116,17 @@ impl Gateway {
             policy,
             sandbox_key,
             changes: tokio::sync::Notify::new(),
+            instance_id: format!(
+                "gateway-{}-{:016x}",
+                std::process::id(),
+                rand::random::<u64>()
+            ),
         }))
+    }
+
+    /// This gateway among those sharing the store.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
     }
 
     /// The configuration it runs with.

@@ -39,6 +39,9 @@ pub struct ReconcileReport {
     pub errors: Vec<String>,
 }
 
+/// The lease a gateway holds while it reconciles.
+const RECONCILIATION_LEASE: &str = "reconciliation";
+
 const ACTOR: &str = "reconciliation";
 
 impl Gateway {
@@ -86,7 +89,10 @@ impl Gateway {
     }
 
     /// Runs passes every `interval` until `shutdown` fires; the first pass
-    /// looks at every open record, however recent.
+    /// looks at every open record, however recent. Gateways sharing a
+    /// store take turns: a pass runs only under the reconciliation lease,
+    /// so WeChat is asked once, not once per gateway; when its holder
+    /// dies, another takes over within three intervals.
     pub async fn run_reconciliation(
         self: Arc<Self>,
         interval: Duration,
@@ -95,12 +101,39 @@ impl Gateway {
     ) {
         let mut threshold = Duration::ZERO;
         loop {
-            let report = self.reconcile_once(threshold).await;
-            log_report(&report);
-            threshold = pending_after;
+            if self.hold_reconciliation_lease(interval).await {
+                let report = self.reconcile_once(threshold).await;
+                log_report(&report);
+                threshold = pending_after;
+            }
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Takes or renews the reconciliation lease for three intervals.
+    async fn hold_reconciliation_lease(&self, interval: Duration) -> bool {
+        let holder = self.instance_id().to_owned();
+        let now = now_ms();
+        let span = i64::try_from(interval.saturating_mul(3).as_millis())
+            .unwrap_or(i64::MAX)
+            .max(3_000);
+        let until = now.saturating_add(span);
+        match self
+            .db(move |s| s.acquire_lease(RECONCILIATION_LEASE, &holder, now, until))
+            .await
+        {
+            Ok(held) => {
+                if !held {
+                    tracing::debug!("another gateway holds the reconciliation lease");
+                }
+                held
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reconciliation skipped: cannot take the lease");
+                false
             }
         }
     }

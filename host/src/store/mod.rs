@@ -85,7 +85,11 @@ impl fmt::Display for StoreLocation {
         match self {
             Self::Sqlite(path) => write!(f, "SQLite {}", path.display()),
             Self::Redis { url, key_prefix } => {
-                write!(f, "Redis {} under {key_prefix:?}", redis_store::redact_url(url))
+                write!(
+                    f,
+                    "Redis {} under {key_prefix:?}",
+                    redis_store::redact_url(url)
+                )
             }
         }
     }
@@ -381,4 +385,16 @@ pub trait Store: Send + Sync {
     /// Up to `limit` approved approvals whose payment or refund is not
     /// stored yet (carrying it out failed or was interrupted), oldest first.
     fn approvals_to_carry_out(&self, limit: u32) -> StoreResult<Vec<Approval>>;
+
+    /// Takes or renews the lease `name` for `holder` until `until_ms`,
+    /// unless another holder's lease is still valid at `now_ms`. Returns
+    /// whether `holder` holds it now. Gateways sharing a store use it to
+    /// take turns at periodic work; a holder that dies loses it at expiry.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool>;
 }

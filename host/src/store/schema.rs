@@ -40,10 +40,24 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         sql: V5_METERS,
     },
+    Migration {
+        version: 6,
+        sql: V6_LEASES,
+    },
 ];
 
 /// The highest schema version this build knows.
-pub(crate) const KNOWN_VERSION: i64 = 5;
+pub(crate) const KNOWN_VERSION: i64 = 6;
+
+/// Named leases, so gateways sharing a store take turns at periodic work
+/// (one reconciles at a time) instead of all asking WeChat the same thing.
+const V6_LEASES: &str = "
+CREATE TABLE leases (
+    name          TEXT PRIMARY KEY NOT NULL,
+    holder        TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) STRICT;
+";
 
 /// Metering sessions: small usage charges accumulated and settled as one
 /// payment.

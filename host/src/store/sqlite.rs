@@ -989,6 +989,30 @@ impl Store for SqliteStore {
         self.write(|tx| meters::settle_in(tx, meter_id, out_trade_no, at_ms))
     }
 
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO leases (name, holder, expires_at_ms) VALUES (?1, ?2, ?4)
+                 ON CONFLICT (name) DO UPDATE
+                    SET holder = excluded.holder, expires_at_ms = excluded.expires_at_ms
+                  WHERE leases.holder = excluded.holder OR leases.expires_at_ms <= ?3",
+            )
+            .and_then(|mut stmt| stmt.execute(params![name, holder, now_ms, until_ms]))
+            .ctx("acquire lease")?;
+            let current: String = tx
+                .prepare_cached("SELECT holder FROM leases WHERE name = ?1")
+                .and_then(|mut stmt| stmt.query_row(params![name], |r| r.get(0)))
+                .ctx("read lease")?;
+            Ok(current == holder)
+        })
+    }
+
     fn approvals_to_carry_out(&self, limit: u32) -> StoreResult<Vec<Approval>> {
         let sql = format!(
             "SELECT {APPROVAL_COLUMNS} FROM approvals a

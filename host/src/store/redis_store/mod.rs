@@ -877,6 +877,18 @@ impl Store for RedisStore {
         self.record("settle_meter", &mut args, "meters", fields::meter)
     }
 
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut args = Args::default();
+        args.text(name).text(holder).int(now_ms).int(until_ms);
+        Ok(fields::integer(&self.call("acquire_lease", &mut args)?, "leases")? == 1)
+    }
+
     fn approvals_to_carry_out(&self, limit: u32) -> StoreResult<Vec<Approval>> {
         let mut args = Args::default();
         args.int(i64::from(limit));

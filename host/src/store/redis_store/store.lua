@@ -24,6 +24,7 @@
 --   P ledger:<seq>          hash   entries; P ledger_ref:<kind>:<ref> -> seq
 --   P ledger_payer:<payer>  list   the payer's seqs; P balance:<payer> their sum
 --   P meter:<id>            hash   with total_fen; P usage:<ref> hash
+--   P lease:<name>          hash   holder, expires_at_ms
 
 local P = ARGV[1]
 local A = {}
@@ -725,6 +726,19 @@ function ops.settle_meter()
     redis.call('HSET', k, 'out_trade_no', A[2], 'settled_at_ms', A[3])
   end
   return meter(A[1])
+end
+
+-- Leases compare the caller's clock, like every other time here: the
+-- server's own clock is never read.
+function ops.acquire_lease()
+  local name, holder, now, until_ms = A[1], A[2], A[3], A[4]
+  local k = key('lease', name)
+  local current = redis.call('HMGET', k, 'holder', 'expires_at_ms')
+  if not current[1] or current[1] == holder or tonumber(current[2]) <= tonumber(now) then
+    redis.call('HSET', k, 'holder', holder, 'expires_at_ms', until_ms)
+    return 1
+  end
+  return 0
 end
 
 local operation = ops[ARGV[2]]
