@@ -21,6 +21,13 @@ toolchain="${FUZZ_TOOLCHAIN:-nightly}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")"
 artifacts_out="${FUZZ_ARTIFACTS_DIR:-$PWD/artifacts}"
+# component_differential links the host, whose build script would build the
+# guest again with nightly (and need its wasm target); the component the
+# stable build already made is the one that ships, so use it when present.
+prebuilt="$(cd .. && pwd)/target/guest-build/wasm32-wasip2/guest/wxpay_guest.wasm"
+if [ -z "${WXPAY_GUEST_WASM:-}" ] && [ -f "$prebuilt" ]; then
+  export WXPAY_GUEST_WASM="$prebuilt"
+fi
 
 cargo "+$toolchain" fuzz build
 
