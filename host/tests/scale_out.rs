@@ -296,10 +296,13 @@ async fn agents_on_two_gateways_cannot_together_exceed_a_budget_or_a_balance() {
         .notify(1, fixture::payment_notification(&no, 1_000, "4200000099"))
         .await;
     assert_eq!((status, ack.as_str()), (200, ACK));
+    // Two agents charge the same payer through both gateways at once.
+    let second = cluster.agent("biller-2", "credits-100", 10_000_000);
     let charges = (0..16).map(|i| {
         let body =
             json!({"payer_id": "shared", "amount_fen": 150, "idempotency_key": format!("c-{i}")});
-        cluster.api(i % 2, &biller, "/v1/charges", Some(body))
+        let token = if i % 4 < 2 { &biller } else { &second };
+        cluster.api(i % 2, token, "/v1/charges", Some(body))
     });
     let charged: Vec<(u16, Value)> = join_all(charges)
         .await
