@@ -27,7 +27,8 @@
 //! **Keys under a prefix.** Every key starts with the configured prefix,
 //! so several deployments (or test runs) can share one server. The script
 //! derives its keys from the prefix, so this store needs one Redis server
-//! (or a primary with replicas), not Redis Cluster.
+//! (or a primary with replicas), not Redis Cluster; Redis 6.2 or later
+//! (the script uses `ZRANGE … BYSCORE`).
 
 mod fields;
 
