@@ -98,6 +98,32 @@ impl Backend {
     }
 }
 
+/// Runs `work(i, store)` on `threads` threads at once, each with its own
+/// connection (as separate processes would have), started together.
+fn on_connections<T: Send>(
+    backend: &Backend,
+    threads: usize,
+    work: impl Fn(usize, &dyn Store) -> T + Sync,
+) -> Vec<T> {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|i| {
+                let (barrier, work) = (&barrier, &work);
+                s.spawn(move || {
+                    let store = backend.open();
+                    barrier.wait();
+                    work(i, &*store)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
 fn sqlite_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("wxpay.db")
 }
@@ -538,29 +564,18 @@ fn concurrent_duplicate_notifications_through_separate_connections_apply_once(ba
     const THREADS: usize = 4;
     const EACH: usize = 25;
     insert_new(&*backend.open(), &order("o-1", OrderState::Pending, T0));
-    let barrier = Barrier::new(THREADS);
-    let results: Vec<Transition> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
+    let results: Vec<Transition> = on_connections(backend, THREADS, |_, store| {
+        (0..EACH)
             .map(|_| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    let store = backend.open();
-                    barrier.wait();
-                    (0..EACH)
-                        .map(|_| {
-                            store
-                                .apply_payment_notification("o-1", "tx-1", T0, BODY, T0, None)
-                                .expect("apply")
-                        })
-                        .collect::<Vec<_>>()
-                })
+                store
+                    .apply_payment_notification("o-1", "tx-1", T0, BODY, T0, None)
+                    .expect("apply")
             })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
-    });
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
     assert_paid_once(&*backend.open(), &results, THREADS * EACH);
 }
 
@@ -1045,28 +1060,14 @@ fn admission_holds_a_budget_against_concurrent_payments(backend: &Backend) {
         since_ms: T0 - 1,
         limit_fen: 500,
     };
-    let barrier = Barrier::new(TRIES);
-    let outcomes: Vec<Admission> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..TRIES)
-            .map(|i| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    let store = backend.open();
-                    barrier.wait();
-                    store
-                        .admit_agent_payment(
-                            &agent_order(&format!("B-{i}"), "agent-b", 100),
-                            None,
-                            Some(limit),
-                        )
-                        .expect("admit")
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
+    let outcomes: Vec<Admission> = on_connections(backend, TRIES, |i, store| {
+        store
+            .admit_agent_payment(
+                &agent_order(&format!("B-{i}"), "agent-b", 100),
+                None,
+                Some(limit),
+            )
+            .expect("admit")
     });
     let ordered = outcomes
         .iter()
@@ -1489,23 +1490,14 @@ fn a_lease_has_one_holder_until_it_expires(backend: &Backend) {
         "leases are per name"
     );
     // Many contenders at once: exactly one wins.
-    let winners = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|i| {
-                s.spawn(move || {
-                    backend
-                        .open()
-                        .acquire_lease("race", &format!("h{i}"), T0, T0 + 10)
-                        .expect("lease")
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .filter(|won| *won)
-            .count()
-    });
+    let winners = on_connections(backend, 8, |i, store| {
+        store
+            .acquire_lease("race", &format!("h{i}"), T0, T0 + 10)
+            .expect("lease")
+    })
+    .into_iter()
+    .filter(|won| *won)
+    .count();
     assert_eq!(winners, 1);
 }
 
