@@ -1559,9 +1559,9 @@ mod ledger_invariants {
 
     use proptest::collection::vec;
     use proptest::prelude::*;
-    use wxpay::store::{Charge, ChargeInput, OrderPatch, OrderState, Store};
+    use wxpay::store::{Charge, ChargeInput, Store};
 
-    use super::{Backend, T0, insert_new, order};
+    use super::{Backend, T0, paid_topup};
 
     /// Funds each payer by a paid top-up order, then runs the charges from
     /// four threads at once, each on its own connection.
@@ -1572,28 +1572,12 @@ mod ledger_invariants {
     ) -> (Arc<dyn Store>, Vec<u64>, Vec<Vec<u64>>) {
         let store = backend.open();
         for (i, amount) in topups.iter().enumerate() {
-            let no = format!("TOPUP-{i}");
-            let mut o = order(&no, OrderState::Pending, T0);
-            o.total_fee = *amount;
-            insert_new(&*store, &o);
-            let payer = format!("payer-{i}");
-            assert_eq!(
-                store
-                    .register_topup(&no, &payer, None, T0)
-                    .expect("register"),
-                payer
+            paid_topup(
+                &*store,
+                &format!("TOPUP-{i}"),
+                &format!("payer-{i}"),
+                *amount,
             );
-            let paid = store
-                .transition_order(
-                    &no,
-                    &[OrderState::Pending],
-                    OrderState::Paid,
-                    OrderPatch::default(),
-                    T0 + 1,
-                    None,
-                )
-                .expect("pay");
-            assert!(paid.applied());
         }
         let mut charged = vec![0u64; topups.len()];
         let mut refused = vec![Vec::new(); topups.len()];
