@@ -4,7 +4,8 @@
 //! lost, applied twice or credited twice, and the audit log must agree
 //! with the state. Every run is bounded in count and time, on loopback.
 //!
-//! The chaos tests print their random seed; `WXPAY_CHAOS_SEED` replays one.
+//! The chaos tests print their random seed; `WXPAY_CHAOS_SEED` replays the
+//! same kill plan and traffic (the processes' own timing still varies).
 
 // Test helpers report a failure by panicking.
 #![allow(clippy::panic)]
@@ -422,7 +423,7 @@ async fn chaos(backend: Backend, gateways: usize, rounds: usize) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(rand::random::<u64>);
-    eprintln!("chaos seed {seed} (replay with WXPAY_CHAOS_SEED={seed})");
+    eprintln!("chaos seed {seed} (replay its plan with WXPAY_CHAOS_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let settings = Settings {
         clock_scale: 600.0,
