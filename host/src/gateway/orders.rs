@@ -74,7 +74,8 @@ fn field<'a>(fields: &'a Pairs, name: &str) -> Option<&'a str> {
 }
 
 impl Gateway {
-    /// One compare-and-set on an order, on the blocking pool.
+    /// One compare-and-set on an order, on the blocking pool. `audit` is
+    /// written with the change; callers without one audit afterwards.
     async fn move_order(
         &self,
         out_trade_no: String,
@@ -84,12 +85,14 @@ impl Gateway {
         audit: Option<AuditEventInput>,
     ) -> Result<Transition<Order>, Error> {
         let from = from.to_vec();
+        let audited = audit.is_some();
         let moved = self
             .db(move |s| {
                 s.transition_order(&out_trade_no, &from, to, patch, now_ms(), audit.as_ref())
             })
             .await?;
-        if moved.applied() {
+        // Gateway::audit wakes waiters for the others.
+        if audited && moved.applied() {
             self.changes.notify_waiters();
         }
         Ok(moved)

@@ -184,12 +184,9 @@ impl RedisStore {
 
     /// Sends one command and waits for its reply.
     fn command(&self, op: &'static str, cmd: redis::Cmd) -> StoreResult<Value> {
-        let mut conn = self.connection();
-        on(self.runtime()?, async move {
+        self.round_trip(op, |mut conn| async move {
             cmd.query_async::<Value>(&mut conn).await
         })
-        .map_err(|detail| StoreError::Redis { op, detail })?
-        .map_err(|e| StoreError::redis(op, &e))
     }
 
     /// Runs one operation of the store script.
@@ -198,16 +195,28 @@ impl RedisStore {
         argv.push(self.prefix.as_bytes().to_vec());
         argv.push(op.as_bytes().to_vec());
         argv.append(&mut args.0);
-        let mut conn = self.connection();
-        on(self.runtime()?, async move {
+        self.round_trip(op, |mut conn| async move {
             let mut invocation = SCRIPT.prepare_invoke();
             for arg in &argv {
                 invocation.arg(arg.as_slice());
             }
             invocation.invoke_async::<Value>(&mut conn).await
         })
-        .map_err(|detail| StoreError::Redis { op, detail })?
-        .map_err(|e| StoreError::redis(op, &e))
+    }
+
+    /// Runs `request` on a pooled connection, on the store's runtime, and
+    /// waits for its reply.
+    fn round_trip<F>(
+        &self,
+        op: &'static str,
+        request: impl FnOnce(ConnectionManager) -> F,
+    ) -> StoreResult<Value>
+    where
+        F: Future<Output = redis::RedisResult<Value>> + Send + 'static,
+    {
+        on(self.runtime()?, request(self.connection()))
+            .map_err(|detail| StoreError::Redis { op, detail })?
+            .map_err(|e| StoreError::redis(op, &e))
     }
 
     fn record<T>(
@@ -236,6 +245,24 @@ impl RedisStore {
             .iter()
             .map(|item| decode(&Fields::required(item, what)?))
             .collect()
+    }
+
+    /// A `{new}` or `{exists, record}` reply.
+    fn inserted<T>(
+        &self,
+        op: &'static str,
+        args: &mut Args,
+        what: &'static str,
+        decode: fn(&Fields) -> StoreResult<T>,
+    ) -> StoreResult<Inserted<T>> {
+        let reply = self.call(op, args)?;
+        match tagged(&reply, what)? {
+            (code, _) if code == "new" => Ok(Inserted::New),
+            (code, [found, ..]) if code == "exists" => {
+                Ok(Inserted::Exists(decode(&Fields::required(found, what)?)?))
+            }
+            _ => Err(StoreError::corrupt(what, "unknown outcome")),
+        }
     }
 
     fn transition<T>(
@@ -395,14 +422,7 @@ impl Store for RedisStore {
             .opt(order.agent_id.as_deref())
             .opt(order.idempotency_key.as_deref());
         fields::order_fields(&mut args, order)?;
-        let reply = self.call("insert_order", &mut args)?;
-        match tagged(&reply, "orders")? {
-            (code, _) if code == "new" => Ok(Inserted::New),
-            (code, [found, ..]) if code == "exists" => Ok(Inserted::Exists(fields::order(
-                &Fields::required(found, "orders")?,
-            )?)),
-            _ => Err(StoreError::corrupt("orders", "unknown outcome")),
-        }
+        self.inserted("insert_order", &mut args, "orders", fields::order)
     }
 
     fn order(&self, out_trade_no: &str) -> StoreResult<Option<Order>> {
@@ -707,14 +727,7 @@ impl Store for RedisStore {
     fn insert_approval(&self, approval: &ApprovalInput) -> StoreResult<Inserted<Approval>> {
         let mut args = Args::default();
         approval_input(&mut args, approval)?;
-        let reply = self.call("insert_approval", &mut args)?;
-        match tagged(&reply, "approvals")? {
-            (code, _) if code == "new" => Ok(Inserted::New),
-            (code, [found, ..]) if code == "exists" => Ok(Inserted::Exists(fields::approval(
-                &Fields::required(found, "approvals")?,
-            )?)),
-            _ => Err(StoreError::corrupt("approvals", "unknown outcome")),
-        }
+        self.inserted("insert_approval", &mut args, "approvals", fields::approval)
     }
 
     fn approval(&self, kind: ApprovalKind, subject: &str) -> StoreResult<Option<Approval>> {
