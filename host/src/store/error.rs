@@ -122,7 +122,7 @@ impl StoreError {
         }
     }
 
-    /// A stored value that cannot be read back.
+    /// A Redis failure while doing `op`.
     pub(crate) fn redis(op: &'static str, e: &redis::RedisError) -> Self {
         Self::Redis {
             op,
@@ -130,6 +130,7 @@ impl StoreError {
         }
     }
 
+    /// A stored value that cannot be read back.
     pub(crate) fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::Corrupt {
             what: what.into(),

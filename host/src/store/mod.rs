@@ -58,7 +58,7 @@ pub use self::error::StoreError;
 pub use self::ledger::{Charge, ChargeInput, LedgerEntry};
 pub use self::meters::{Meter, Usage};
 pub use self::redis_store::{RedisSettings, RedisStore};
-pub use self::sqlite::{SqliteSettings, SqliteStore};
+pub use self::sqlite::{CommitStats, SqliteSettings, SqliteStore};
 pub use self::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
     OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,

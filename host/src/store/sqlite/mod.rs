@@ -1,17 +1,25 @@
 //! The embedded default: one SQLite file in WAL mode with `synchronous =
 //! FULL`, so a commit has reached the disk when it returns.
 //!
-//! Every write is one transaction begun `IMMEDIATE` (it takes the write
-//! lock up front, so two connections — in this process or another — never
-//! deadlock upgrading a read lock), and every state change is a single
-//! `UPDATE … WHERE key = ? AND state IN (…)`: whichever caller commits first
-//! applies it, the others see it applied.
+//! Every write is one change in a transaction begun `IMMEDIATE` (it takes
+//! the write lock up front, so two connections — in this process or
+//! another — never deadlock upgrading a read lock), and every state change
+//! is a single `UPDATE … WHERE key = ? AND state IN (…)`: whichever caller
+//! commits first applies it, the others see it applied. Concurrent changes
+//! share one commit and one flush ([`group_commit`]); reads use their own
+//! connections ([`readers`]).
+
+mod group_commit;
+mod readers;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, Params, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, Params, Row, params};
+
+pub use self::group_commit::CommitStats;
+use self::group_commit::GroupCommit;
+use self::readers::{Reader, Readers};
 
 use super::agents::{
     self, AGENT_COLUMNS, APPROVAL_COLUMNS, Admission, AgentRecord, Approval, ApprovalInput,
@@ -34,11 +42,13 @@ use super::{Store, StoreResult, check_audit};
 /// with `database is locked`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The SQLite store. One connection, serialised by a mutex; SQLite itself
+/// The SQLite store: one writing connection whose concurrent changes are
+/// committed together, and a pool of read connections. SQLite itself
 /// serialises writers across connections and processes.
 #[derive(Debug)]
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    writer: GroupCommit,
+    readers: Readers,
 }
 
 /// The connection settings in force, for checks and diagnostics.
@@ -116,13 +126,15 @@ impl SqliteStore {
         )?;
         schema::migrate(&mut conn)?;
         Ok(Self {
-            conn: Mutex::new(conn),
+            writer: GroupCommit::new(conn),
+            readers: file.map_or(Readers::Writer, Readers::file),
         })
     }
 
-    /// The settings in force on this store's connection.
+    /// The settings in force on this store's writing connection.
     pub fn settings(&self) -> StoreResult<SqliteSettings> {
-        let conn = self.conn();
+        let writer = self.writer.lock();
+        let conn = writer.conn();
         let one = |name: &'static str| -> StoreResult<i64> {
             conn.pragma_query_one(None, name).ctx("read pragma")
         };
@@ -141,22 +153,20 @@ impl SqliteStore {
         })
     }
 
-    /// The connection. A thread that panicked while holding it left no
-    /// transaction open (dropping a `Transaction` rolls it back), so a
-    /// poisoned lock is safe to take over.
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    /// How many changes shared each commit since the store opened.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.writer.stats()
     }
 
-    /// Runs `f` in one `IMMEDIATE` transaction, committed if `f` succeeds.
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
-        let mut conn = self.conn();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .ctx("begin transaction")?;
-        let value = f(&tx)?;
-        tx.commit().ctx("commit")?;
-        Ok(value)
+    /// A connection for one read: it sees the last committed state.
+    fn reader(&self) -> StoreResult<Reader<'_>> {
+        self.readers.get(&self.writer)
+    }
+
+    /// Runs `f` as one change, durable when this returns `Ok`; concurrent
+    /// changes share the commit. A change that fails leaves nothing behind.
+    fn write<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        self.writer.write(f)
     }
 }
 
@@ -539,7 +549,7 @@ impl Store for SqliteStore {
     }
 
     fn order(&self, out_trade_no: &str) -> StoreResult<Option<Order>> {
-        select_order(&self.conn(), out_trade_no)
+        select_order(&*self.reader()?, out_trade_no)
     }
 
     fn transition_order(
@@ -572,7 +582,7 @@ impl Store for SqliteStore {
         );
         let set = state_set(states.iter().map(|s| s.as_str()));
         query_all(
-            &self.conn(),
+            &*self.reader()?,
             "list orders",
             &sql,
             params![set, older_than_ms, limit],
@@ -620,7 +630,7 @@ impl Store for SqliteStore {
     }
 
     fn refund(&self, out_refund_no: &str) -> StoreResult<Option<Refund>> {
-        select_refund(&self.conn(), out_refund_no)
+        select_refund(&*self.reader()?, out_refund_no)
     }
 
     fn transition_refund(
@@ -635,7 +645,7 @@ impl Store for SqliteStore {
     }
 
     fn refunded_total(&self, out_trade_no: &str) -> StoreResult<u64> {
-        refunded_total_in(&self.conn(), out_trade_no)
+        refunded_total_in(&*self.reader()?, out_trade_no)
     }
 
     fn record_notification(
@@ -657,7 +667,7 @@ impl Store for SqliteStore {
             "SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY id LIMIT ?1 OFFSET ?2"
         );
         query_all(
-            &self.conn(),
+            &*self.reader()?,
             "list notifications",
             &sql,
             params![limit, offset],
@@ -674,7 +684,7 @@ impl Store for SqliteStore {
         let sql =
             format!("SELECT {AUDIT_COLUMNS} FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2");
         query_all(
-            &self.conn(),
+            &*self.reader()?,
             "read audit log",
             &sql,
             params![after_seq, limit],
@@ -728,7 +738,7 @@ impl Store for SqliteStore {
         );
         let set = state_set(states.iter().map(|s| s.as_str()));
         query_all(
-            &self.conn(),
+            &*self.reader()?,
             "list refunds",
             &sql,
             params![set, older_than_ms, limit],
@@ -803,7 +813,7 @@ impl Store for SqliteStore {
     fn agent_by_token(&self, token_sha256: &str) -> StoreResult<Option<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE token_sha256 = ?1");
         query_one(
-            &self.conn(),
+            &*self.reader()?,
             "read agent",
             &sql,
             params![token_sha256],
@@ -814,7 +824,7 @@ impl Store for SqliteStore {
     fn agent(&self, agent_id: &str) -> StoreResult<Option<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents WHERE agent_id = ?1");
         query_one(
-            &self.conn(),
+            &*self.reader()?,
             "read agent",
             &sql,
             params![agent_id],
@@ -824,7 +834,7 @@ impl Store for SqliteStore {
 
     fn agents(&self) -> StoreResult<Vec<AgentRecord>> {
         let sql = format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at_ms, agent_id");
-        query_all(&self.conn(), "list agents", &sql, [], agents::agent_row)
+        query_all(&*self.reader()?, "list agents", &sql, [], agents::agent_row)
     }
 
     fn revoke_agent(&self, agent_id: &str, at_ms: i64) -> StoreResult<Option<AgentRecord>> {
@@ -840,7 +850,7 @@ impl Store for SqliteStore {
     }
 
     fn agent_spend(&self, agent_id: &str, since_ms: i64) -> StoreResult<u64> {
-        agents::spent_since(&self.conn(), agent_id, since_ms)
+        agents::spent_since(&*self.reader()?, agent_id, since_ms)
     }
 
     fn admit_agent_payment(
@@ -893,11 +903,11 @@ impl Store for SqliteStore {
     }
 
     fn approval(&self, kind: ApprovalKind, subject: &str) -> StoreResult<Option<Approval>> {
-        agents::select_approval(&self.conn(), kind, subject)
+        agents::select_approval(&*self.reader()?, kind, subject)
     }
 
     fn approval_by_id(&self, id: i64) -> StoreResult<Option<Approval>> {
-        agents::select_approval_by_id(&self.conn(), id)
+        agents::select_approval_by_id(&*self.reader()?, id)
     }
 
     fn approvals(&self, state: Option<ApprovalState>, limit: u32) -> StoreResult<Vec<Approval>> {
@@ -905,7 +915,7 @@ impl Store for SqliteStore {
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE ?1 IS NULL OR state = ?1 ORDER BY id LIMIT ?2"
         );
         query_all(
-            &self.conn(),
+            &*self.reader()?,
             "list approvals",
             &sql,
             params![state.map(ApprovalState::as_str), limit],
@@ -939,7 +949,7 @@ impl Store for SqliteStore {
     }
 
     fn balance(&self, payer_id: &str) -> StoreResult<u64> {
-        ledger::balance_in(&self.conn(), payer_id)
+        ledger::balance_in(&*self.reader()?, payer_id)
     }
 
     fn ledger(&self, payer_id: &str, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
@@ -947,7 +957,7 @@ impl Store for SqliteStore {
             "SELECT {LEDGER_COLUMNS} FROM ledger WHERE payer_id = ?1 ORDER BY seq DESC LIMIT ?2"
         );
         query_all(
-            &self.conn(),
+            &*self.reader()?,
             "read ledger",
             &sql,
             params![payer_id, limit],
@@ -977,7 +987,7 @@ impl Store for SqliteStore {
     }
 
     fn meter(&self, meter_id: &str) -> StoreResult<Option<Meter>> {
-        meters::select_meter(&self.conn(), meter_id)
+        meters::select_meter(&*self.reader()?, meter_id)
     }
 
     fn settle_meter(
@@ -1024,7 +1034,7 @@ impl Store for SqliteStore {
              ORDER BY a.id LIMIT ?1"
         );
         query_all(
-            &self.conn(),
+            &*self.reader()?,
             "list approvals",
             &sql,
             params![limit],
