@@ -621,6 +621,68 @@ fn bench_load_drives_intents_and_notifications_on_sqlite_and_redis() {
 }
 
 #[test]
+fn bench_suite_measures_everything_against_a_baseline_and_writes_the_results() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let results = dir.path().join("BENCHMARKS.md");
+    std::fs::write(&results, "# Mine\n\nanalysis before\n").expect("seed the file");
+    let redis = support::redis::url().to_owned();
+    let out = wxpay(&[
+        "bench",
+        "suite",
+        "--quick",
+        "--redis",
+        &redis,
+        "--out",
+        results.to_str().expect("utf-8 path"),
+    ]);
+    let report = text(&out.stdout);
+    assert!(out.status.success(), "{report}\n{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&results).expect("results written");
+    assert!(
+        written.starts_with("# Mine\n\nanalysis before\n"),
+        "what was there stays: {written}"
+    );
+    for row in [
+        "| sign a 16-field unifiedorder (HMAC-SHA256), component |",
+        "| verify a payment notification (parse, signature, order), component |",
+        "| instantiate per request (InstancePre, pooling allocator) |",
+        "| cold start to the first signature, compiled component cached |",
+        "| cold start to the first signature, no cache (compiles) |",
+        "callbacks end to end on SQLite",
+        "callbacks end to end on Redis",
+        "| 200/s |",
+        "| back to back |",
+        "Agent intents",
+    ] {
+        assert!(written.contains(row), "no {row:?} in:\n{written}");
+    }
+    let ratios = written
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.contains('×'))
+        .count();
+    assert!(ratios >= 9, "every row carries a ratio:\n{written}");
+    assert!(written.contains("Machine: "), "{written}");
+    assert!(!written.contains(KEY) && !report.contains(KEY));
+
+    // A second run replaces the results and keeps what was written around them.
+    let marked = written.replace("analysis before", "my analysis");
+    std::fs::write(&results, format!("{marked}\nafterword\n")).expect("annotate");
+    let again = wxpay(&[
+        "bench",
+        "suite",
+        "--quick",
+        "--no-redis",
+        "--out",
+        results.to_str().expect("utf-8 path"),
+    ]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let rewritten = std::fs::read_to_string(&results).expect("results rewritten");
+    assert!(rewritten.contains("my analysis") && rewritten.contains("afterword"));
+    assert!(!rewritten.contains("callbacks end to end on Redis"));
+    assert!(rewritten.contains("Redis: not run: --no-redis was given"));
+}
+
+#[test]
 fn the_store_setting_takes_a_redis_url_and_never_prints_its_password() {
     let example = include_str!("../../examples/wxpay.toml");
     let with = |store: &str| {

@@ -57,6 +57,27 @@ pub struct LoadOptions {
     pub deadline: Duration,
 }
 
+/// How a phase sends its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct Pace {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Requests per second offered (`None`: back to back).
+    pub rate: Option<f64>,
+    /// Give up after this long.
+    pub deadline: Duration,
+}
+
+impl LoadOptions {
+    fn pace(&self) -> Pace {
+        Pace {
+            concurrency: self.concurrency,
+            rate: self.rate,
+            deadline: self.deadline,
+        }
+    }
+}
+
 /// One phase's measurements.
 #[derive(Debug, Clone)]
 pub struct PhaseReport {
@@ -89,7 +110,8 @@ impl PhaseReport {
         self.latencies[rank.clamp(1, self.latencies.len()) - 1]
     }
 
-    fn line(&self) -> String {
+    /// The report as one aligned line.
+    pub fn line(&self) -> String {
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         format!(
             "{:<24} {:>7} ok {:>5} failed {:>10.1}/s   p50 {:>7.2} ms   p99 {:>7.2} ms   p999 {:>7.2} ms",
@@ -112,7 +134,9 @@ pub async fn run(
     out: &mut (dyn Write + Send),
 ) -> Result<Vec<PhaseReport>, Error> {
     let stage = Stage::start(sandbox, options.redis.as_deref()).await?;
-    let token = stage.agent("bench-agent", &bench_grant(options)).await?;
+    let token = stage
+        .agent("bench-agent", &bench_grant(options.intents))
+        .await?;
     let store = stage.gateway.config().store.location();
     say(out, &format!("wxpay bench load — {}", super::machine()));
     say(
@@ -134,27 +158,28 @@ pub async fn run(
         ),
     );
 
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(options.concurrency.max(1))
-        .build()
-        .map_err(|e| Error::input("http client", e))?;
-    let intents = place_intents(&http, &stage.api, &token, options).await;
+    let http = client(options.concurrency)?;
+    let pace = options.pace();
+    let intents = place_intents(&http, &stage.api, &token, options.intents, pace).await;
     say(out, &intents.0.line());
     let orders = intents.1;
     let bodies = Arc::new(notification_bodies(&stage.gateway, &orders)?);
     let mut reports = vec![intents.0];
-    let first = notify(&http, &stage.api, &bodies, "notifications (first)", options).await;
+    let count = bodies.len();
+    let first = notify(
+        &http,
+        &stage.api,
+        &bodies,
+        "notifications (first)",
+        count,
+        pace,
+    )
+    .await;
     say(out, &first.line());
     reports.push(first);
     for _ in 0..options.duplicates {
-        let again = notify(
-            &http,
-            &stage.api,
-            &bodies,
-            "notifications (duplicate)",
-            options,
-        )
-        .await;
+        let name = "notifications (duplicate)";
+        let again = notify(&http, &stage.api, &bodies, name, count, pace).await;
         say(out, &again.line());
         reports.push(again);
     }
@@ -163,18 +188,32 @@ pub async fn run(
         out,
         &format!("\nall {} orders are paid in the store", orders.len()),
     );
-    if let Some(failed) = reports.iter().find(|r| r.failed > 0) {
-        return Err(Error::input(
-            "bench load",
+    all_succeeded(&reports)?;
+    Ok(reports)
+}
+
+/// An HTTP client keeping `concurrency` connections alive.
+pub(crate) fn client(concurrency: usize) -> Result<reqwest::Client, Error> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency.max(1))
+        .build()
+        .map_err(|e| Error::input("http client", e))
+}
+
+/// Fails, naming the first failure, unless every request of every phase succeeded.
+pub(crate) fn all_succeeded(reports: &[PhaseReport]) -> Result<(), Error> {
+    match reports.iter().find(|r| r.failed > 0) {
+        None => Ok(()),
+        Some(failed) => Err(Error::input(
+            "bench",
             format!(
                 "{}: {} requests failed, first: {}",
                 failed.name,
                 failed.failed,
                 failed.first_failure.as_deref().unwrap_or("?")
             ),
-        ));
+        )),
     }
-    Ok(reports)
 }
 
 fn say(out: &mut (dyn Write + Send), line: &str) {
@@ -182,12 +221,13 @@ fn say(out: &mut (dyn Write + Send), line: &str) {
     let _ = out.flush();
 }
 
-fn bench_grant(options: &LoadOptions) -> Grant {
+/// An agent allowed `intents` tea orders.
+pub(crate) fn bench_grant(intents: usize) -> Grant {
     Grant {
         capabilities: [Capability::Create, Capability::Read].into_iter().collect(),
         products: vec!["tea".into()],
         per_payment_cap_fen: 10_000,
-        daily_budget_fen: 1_200 * options.intents as u64 + 1,
+        daily_budget_fen: 1_200 * intents as u64 + 1,
         approval_threshold_fen: None,
         refunds_need_approval: true,
     }
@@ -195,18 +235,20 @@ fn bench_grant(options: &LoadOptions) -> Grant {
 
 /// A placed order: its number and amount.
 #[derive(Debug, Clone)]
-struct Placed {
+pub(crate) struct Placed {
     out_trade_no: String,
     amount_fen: u64,
 }
 
-async fn place_intents(
+/// `count` agent intents (`POST /v1/payments`) until `payment_pending`.
+pub(crate) async fn place_intents(
     http: &reqwest::Client,
     api: &str,
     token: &str,
-    options: &LoadOptions,
+    count: usize,
+    pace: Pace,
 ) -> (PhaseReport, Vec<Placed>) {
-    let placed = Arc::new(std::sync::Mutex::new(Vec::with_capacity(options.intents)));
+    let placed = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count)));
     let (http, url, token, run) = (
         http.clone(),
         format!("{api}/v1/payments"),
@@ -243,7 +285,7 @@ async fn place_intents(
             Ok(())
         })
     });
-    let report = drive("intents (agent API)", options.intents, request, options).await;
+    let report = drive("intents (agent API)", count, request, pace).await;
     let orders = std::mem::take(
         &mut *placed
             .lock()
@@ -254,7 +296,10 @@ async fn place_intents(
 
 /// One genuine payment notification per order, signed in the component
 /// with the gateway's own merchant (the key never leaves it).
-fn notification_bodies(gateway: &Gateway, orders: &[Placed]) -> Result<Vec<Vec<u8>>, Error> {
+pub(crate) fn notification_bodies(
+    gateway: &Gateway,
+    orders: &[Placed],
+) -> Result<Vec<Vec<u8>>, Error> {
     orders
         .iter()
         .enumerate()
@@ -272,21 +317,27 @@ fn notification_bodies(gateway: &Gateway, orders: &[Placed]) -> Result<Vec<Vec<u
         .collect()
 }
 
-async fn notify(
+/// `count` notifications to `{api}/notify/pay`, going round `bodies`;
+/// each must get the exact ACK.
+pub(crate) async fn notify(
     http: &reqwest::Client,
     api: &str,
     bodies: &Arc<Vec<Vec<u8>>>,
     name: &'static str,
-    options: &LoadOptions,
+    count: usize,
+    pace: Pace,
 ) -> PhaseReport {
     let (http, url, bodies) = (
         http.clone(),
         format!("{api}/notify/pay"),
         Arc::clone(bodies),
     );
-    let count = bodies.len();
     let request: Request = Arc::new(move |i| {
-        let (http, url, body) = (http.clone(), url.clone(), bodies[i].clone());
+        let body = bodies
+            .get(i % bodies.len().max(1))
+            .cloned()
+            .unwrap_or_default();
+        let (http, url) = (http.clone(), url.clone());
         Box::pin(async move {
             let reply = http
                 .post(&url)
@@ -303,10 +354,11 @@ async fn notify(
             }
         })
     });
-    drive(name, count, request, options).await
+    drive(name, count, request, pace).await
 }
 
-async fn check_paid(gateway: &Gateway, orders: &[Placed]) -> Result<(), Error> {
+/// Fails unless every order is paid in the gateway's store.
+pub(crate) async fn check_paid(gateway: &Gateway, orders: &[Placed]) -> Result<(), Error> {
     let numbers: Vec<String> = orders.iter().map(|o| o.out_trade_no.clone()).collect();
     let unpaid = gateway
         .db(move |s| {
@@ -336,18 +388,13 @@ type Request =
 
 /// Sends requests `0..count` with `concurrency` workers, each request due
 /// at its slot of the offered rate (or at once without a rate).
-async fn drive(
-    name: &'static str,
-    count: usize,
-    request: Request,
-    options: &LoadOptions,
-) -> PhaseReport {
+async fn drive(name: &'static str, count: usize, request: Request, pace: Pace) -> PhaseReport {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
-    let deadline = start + options.deadline;
-    let rate = options.rate.filter(|r| *r > 0.0);
+    let deadline = start + pace.deadline;
+    let rate = pace.rate.filter(|r| *r > 0.0);
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..options.concurrency.max(1) {
+    for _ in 0..pace.concurrency.max(1) {
         let (next, request) = (Arc::clone(&next), Arc::clone(&request));
         workers.spawn(async move {
             let mut latencies = Vec::new();
@@ -395,6 +442,31 @@ async fn drive(
         elapsed,
         latencies,
     }
+}
+
+/// A server that answers every `POST /notify/pay` with the ACK and does
+/// nothing else: the floor under which no callback handler on this HTTP
+/// stack and machine can go. Returns its base URL.
+pub(crate) async fn http_floor() -> Result<String, Error> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::input("listen", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::input("listen", e))?;
+    let app = axum::Router::new().route(
+        "/notify/pay",
+        axum::routing::post(|body: axum::body::Bytes| async move {
+            std::hint::black_box(body);
+            wxpay_guest::notify::ACK
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the HTTP floor server stopped");
+        }
+    });
+    Ok(format!("http://{addr}"))
 }
 
 #[cfg(test)]

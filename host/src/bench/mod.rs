@@ -6,6 +6,9 @@
 //! machine's, never as absolute promises.
 
 pub mod load;
+pub mod micro;
+pub mod redis_server;
+pub mod suite;
 
 use crate::error::Error;
 use crate::sandbox::SignerInstance;

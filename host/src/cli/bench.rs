@@ -1,5 +1,6 @@
 //! `wxpay bench …`: load and speed measurements on this machine.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -7,6 +8,8 @@ use clap::{Args, Subcommand};
 
 use super::ComponentArgs;
 use crate::bench::load::{self, LoadOptions};
+use crate::bench::micro::Effort;
+use crate::bench::suite::{self, EndToEnd, RedisChoice, SuiteOptions};
 use crate::error::Error;
 
 #[derive(Debug, Args)]
@@ -20,6 +23,33 @@ enum BenchCommand {
     /// Drive payment intents and notifications through a gateway's HTTP
     /// stack (simulator as WeChat) and print throughput and p50/p99/p999.
     Load(LoadArgs),
+    /// Run the whole suite — the component against native code,
+    /// instantiation, cold start, callbacks and intents end to end on
+    /// SQLite and Redis — each beside a baseline from the same run, and
+    /// write the results to BENCHMARKS.md.
+    Suite(SuiteArgs),
+}
+
+#[derive(Debug, Args)]
+struct SuiteArgs {
+    /// The results file; its part between the result markers is replaced.
+    #[arg(long, value_name = "FILE", default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Print the results without writing them.
+    #[arg(long)]
+    print_only: bool,
+    /// A smoke run: every measurement taken, briefly (figures are rough).
+    #[arg(long)]
+    quick: bool,
+    /// Run the Redis measurements on this server (default: start a private
+    /// redis-server if one is installed).
+    #[arg(long, value_name = "URL", conflicts_with = "no_redis")]
+    redis: Option<String>,
+    /// Skip the Redis measurements.
+    #[arg(long)]
+    no_redis: bool,
+    #[command(flatten)]
+    component: ComponentArgs,
 }
 
 #[derive(Debug, Args)]
@@ -48,7 +78,37 @@ struct LoadArgs {
 
 /// `wxpay bench`.
 pub(super) fn run(args: &BenchArgs) -> Result<(), Error> {
-    let BenchCommand::Load(load_args) = &args.what;
+    match &args.what {
+        BenchCommand::Load(load_args) => run_load(load_args),
+        BenchCommand::Suite(suite_args) => run_suite(suite_args),
+    }
+}
+
+fn run_suite(args: &SuiteArgs) -> Result<(), Error> {
+    let options = SuiteOptions {
+        component: args.component.bytes()?,
+        wxpay: std::env::current_exe().map_err(|e| Error::input("this executable", e))?,
+        effort: if args.quick {
+            Effort::QUICK
+        } else {
+            Effort::FULL
+        },
+        end_to_end: if args.quick {
+            EndToEnd::quick()
+        } else {
+            EndToEnd::full()
+        },
+        redis: match (&args.redis, args.no_redis) {
+            (Some(url), _) => RedisChoice::Url(url.clone()),
+            (None, true) => RedisChoice::Skip,
+            (None, false) => RedisChoice::StartOwn,
+        },
+        out: (!args.print_only).then(|| args.out.clone()),
+    };
+    suite::run(&options, &mut std::io::stdout()).map(|_| ())
+}
+
+fn run_load(load_args: &LoadArgs) -> Result<(), Error> {
     if load_args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
         return Err(Error::input(
             "--rate",

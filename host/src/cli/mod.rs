@@ -105,21 +105,30 @@ struct ComponentArgs {
     /// Use this component file instead of the embedded one (same import policy).
     #[arg(long, value_name = "FILE")]
     component: Option<PathBuf>,
+    /// Compile the component now, without reading or writing the cache of
+    /// compiled components.
+    #[arg(long)]
+    no_cache: bool,
 }
 
 impl ComponentArgs {
     /// Compiles the component, through the on-disk cache when there is a
-    /// cache directory (`$XDG_CACHE_HOME/wxpay`).
+    /// cache directory (`$XDG_CACHE_HOME/wxpay`) and `--no-cache` is not given.
     fn sandbox(&self) -> Result<Sandbox, Error> {
-        let bytes = match &self.component {
-            None => crate::sandbox::EMBEDDED_COMPONENT.to_vec(),
-            Some(path) => {
-                std::fs::read(path).map_err(|e| Error::input(path.display().to_string(), e))?
-            }
-        };
-        match crate::config::default_cache_dir() {
+        let bytes = self.bytes()?;
+        match crate::config::default_cache_dir().filter(|_| !self.no_cache) {
             Some(dir) => Ok(Sandbox::cached(&bytes, SandboxLimits::default(), &dir)?.0),
             None => Sandbox::from_bytes(&bytes, SandboxLimits::default()),
+        }
+    }
+
+    /// The component's bytes: the embedded build or `--component FILE`.
+    fn bytes(&self) -> Result<Vec<u8>, Error> {
+        match &self.component {
+            None => Ok(crate::sandbox::EMBEDDED_COMPONENT.to_vec()),
+            Some(path) => {
+                std::fs::read(path).map_err(|e| Error::input(path.display().to_string(), e))
+            }
         }
     }
 

@@ -48,6 +48,8 @@ pub struct SandboxLimits {
     /// Fuel granted before each call (about one unit per wasm instruction).
     pub fuel_per_call: u64,
     /// Instances that may exist at once (the pooling allocator's size).
+    /// Zero turns the pool off: each instance maps its memory when it is
+    /// created (wasmtime's on-demand allocator), with no limit on how many.
     pub pool_instances: u32,
 }
 
@@ -204,6 +206,17 @@ impl Sandbox {
 }
 
 fn engine_config(limits: &SandboxLimits) -> Config {
+    let mut config = Config::new();
+    config.cranelift_opt_level(OptLevel::Speed);
+    config.consume_fuel(true);
+    config.wasm_component_model(true);
+    if limits.pool_instances > 0 {
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(limits)));
+    }
+    config
+}
+
+fn pool_config(limits: &SandboxLimits) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(limits.pool_instances)
         .total_core_instances(limits.pool_instances.saturating_mul(4))
@@ -211,12 +224,7 @@ fn engine_config(limits: &SandboxLimits) -> Config {
         .total_tables(limits.pool_instances.saturating_mul(2))
         .total_stacks(limits.pool_instances)
         .max_memory_size(limits.max_memory_bytes);
-    let mut config = Config::new();
-    config.cranelift_opt_level(OptLevel::Speed);
-    config.consume_fuel(true);
-    config.wasm_component_model(true);
-    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-    config
+    pool
 }
 
 /// What [`Sandbox::cached`] did with the cache.
