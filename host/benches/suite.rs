@@ -1,0 +1,33 @@
+//! `cargo bench`: the whole suite (see `wxpay::bench::suite`), with the
+//! results written to `BENCHMARKS.md` at the top of the workspace.
+//! `cargo bench -- --quick` takes every measurement briefly.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use wxpay::bench::micro::Effort;
+use wxpay::bench::suite::{self, EndToEnd, RedisChoice, SuiteOptions};
+
+fn main() -> ExitCode {
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let options = SuiteOptions {
+        component: wxpay::sandbox::EMBEDDED_COMPONENT.to_vec(),
+        wxpay: PathBuf::from(env!("CARGO_BIN_EXE_wxpay")),
+        effort: if quick { Effort::QUICK } else { Effort::FULL },
+        end_to_end: if quick {
+            EndToEnd::quick()
+        } else {
+            EndToEnd::full()
+        },
+        redis: std::env::var("WXPAY_BENCH_REDIS_URL")
+            .map_or(RedisChoice::StartOwn, RedisChoice::Url),
+        out: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md"))),
+    };
+    match suite::run(&options, &mut std::io::stdout()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench suite: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
