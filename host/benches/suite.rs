@@ -8,6 +8,11 @@ use std::process::ExitCode;
 use wxpay::bench::micro::Effort;
 use wxpay::bench::suite::{self, EndToEnd, RedisChoice, SuiteOptions};
 
+fn workspace_root() -> PathBuf {
+    let host = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    host.parent().map_or_else(|| host.clone(), PathBuf::from)
+}
+
 fn main() -> ExitCode {
     let quick = std::env::args().any(|arg| arg == "--quick");
     let options = SuiteOptions {
@@ -21,7 +26,7 @@ fn main() -> ExitCode {
         },
         redis: std::env::var("WXPAY_BENCH_REDIS_URL")
             .map_or(RedisChoice::StartOwn, RedisChoice::Url),
-        out: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../BENCHMARKS.md"))),
+        out: Some(workspace_root().join("BENCHMARKS.md")),
     };
     match suite::run(&options, &mut std::io::stdout()) {
         Ok(_) => ExitCode::SUCCESS,

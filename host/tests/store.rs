@@ -1670,3 +1670,145 @@ mod ledger_invariants {
         }
     }
 }
+
+/// An agent's spend since any time is exactly the sum of its orders created
+/// since then that are not closed or failed, whatever minute boundaries the
+/// orders and the time fall on (the Redis store sums whole minutes from an
+/// index and counts the first minute order by order).
+mod spend_invariants {
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use wxpay::store::{Inserted, OrderPatch, OrderState, Store, Transition};
+
+    use super::{Backend, T0, agent_order};
+
+    const MINUTE: i64 = 60_000;
+
+    /// Orders as (created offset from T0 in ms, fee, closed afterwards);
+    /// `since` offsets, to which each order's own time is added.
+    fn check(
+        backend: &Backend,
+        orders: &[(i64, u64, bool)],
+        since: &[i64],
+    ) -> Result<(), TestCaseError> {
+        let store = backend.open();
+        place(store.as_ref(), orders)?;
+        let spend = |at: i64| -> u64 {
+            orders
+                .iter()
+                .filter(|(created, _, closed)| T0 + created >= at && !closed)
+                .map(|(_, fee, _)| fee)
+                .sum()
+        };
+        let mut times: Vec<i64> = since.iter().map(|s| T0 + s).collect();
+        for (created, _, _) in orders {
+            let at = T0 + created;
+            times.extend([at - 1, at, at + 1, at - at.rem_euclid(MINUTE)]);
+        }
+        for at in times {
+            prop_assert_eq!(
+                store.agent_spend("agent-s", at).expect("spend"),
+                spend(at),
+                "since {}",
+                at - T0
+            );
+        }
+        Ok(())
+    }
+
+    fn place(store: &dyn Store, orders: &[(i64, u64, bool)]) -> Result<(), TestCaseError> {
+        for (i, (created, fee, closed)) in orders.iter().enumerate() {
+            let no = format!("spend-{i}");
+            let mut order = agent_order(&no, "agent-s", *fee);
+            order.created_at_ms = T0 + created;
+            order.updated_at_ms = T0 + created;
+            prop_assert!(matches!(
+                store.insert_order(&order).expect("insert"),
+                Inserted::New
+            ));
+            if *closed {
+                let moved = store
+                    .transition_order(
+                        &no,
+                        &[OrderState::Created],
+                        OrderState::Closed,
+                        OrderPatch::default(),
+                        T0 + created + 1,
+                        None,
+                    )
+                    .expect("close");
+                prop_assert!(matches!(moved, Transition::Applied(_)));
+            }
+        }
+        Ok(())
+    }
+
+    fn orders() -> impl Strategy<Value = Vec<(i64, u64, bool)>> {
+        vec(
+            (-3 * MINUTE..3 * MINUTE, 1u64..10_000, any::<bool>()),
+            0..24,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn sqlite_spend_is_the_sum_of_live_orders_since(
+            orders in orders(),
+            since in vec(-4 * MINUTE..4 * MINUTE, 1..6),
+        ) {
+            check(&Backend::sqlite(), &orders, &since)?;
+        }
+
+        #[test]
+        fn redis_spend_is_the_sum_of_live_orders_since(
+            orders in orders(),
+            since in vec(-4 * MINUTE..4 * MINUTE, 1..6),
+        ) {
+            check(&Backend::redis(), &orders, &since)?;
+        }
+    }
+
+    /// Data written before the per-minute index existed is indexed when
+    /// the store opens, once.
+    #[test]
+    fn redis_indexes_spend_written_before_the_index_existed() {
+        let backend = Backend::redis();
+        let orders = [
+            (-MINUTE, 300, false),
+            (10, 200, true),
+            (2 * MINUTE, 500, false),
+        ];
+        place(backend.open().as_ref(), &orders).expect("place");
+        let Backend::Redis(prefix) = &backend else {
+            unreachable!("a Redis backend")
+        };
+        let mut conn = redis::Client::open(super::support::redis::url())
+            .and_then(|c| c.get_connection())
+            .expect("connect");
+        let removed: usize = redis::cmd("DEL")
+            .arg(format!("{prefix}agent_spend:agent-s"))
+            .arg(format!("{prefix}agent_spend_minutes:agent-s"))
+            .arg(format!("{prefix}spend_index"))
+            .query(&mut conn)
+            .expect("drop the index");
+        assert_eq!(removed, 3, "the index existed and is gone");
+        let reopened = backend.open();
+        assert_eq!(
+            reopened.agent_spend("agent-s", T0 - MINUTE).expect("spend"),
+            800
+        );
+        assert_eq!(
+            reopened.agent_spend("agent-s", T0 + 11).expect("spend"),
+            500
+        );
+        assert_eq!(
+            backend
+                .open()
+                .agent_spend("agent-s", T0 - MINUTE)
+                .expect("spend"),
+            800
+        );
+    }
+}

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use wxpay_guest::merchant::{Merchant as NativeMerchant, MerchantConfig as NativeConfig};
 use wxpay_guest::notify::ExpectedOrder as NativeExpected;
-use wxpay_guest::params::Params as NativeParams;
+use wxpay_guest::params;
 use wxpay_guest::sign::{ApiKey as NativeKey, SignType as NativeSignType};
 
 use crate::error::Error;
@@ -215,12 +215,21 @@ pub fn unified_order_fields() -> Pairs {
     .collect()
 }
 
-/// Signing a 16-field unifiedorder: component against native.
-pub fn sign(sandbox: &Sandbox, effort: Effort) -> Result<Comparison, Error> {
+/// Signing a 16-field unifiedorder: component against native. Both run
+/// the same function from the same pairs: the fields checked and put in
+/// canonical order, then signed.
+pub fn sign(sandbox: &Sandbox, effort: Effort, algorithm: SignType) -> Result<Comparison, Error> {
     let mut both = BothSides::new(sandbox)?;
     let pairs = unified_order_fields();
-    let params: NativeParams = pairs.iter().cloned().collect();
-    let expected = both.native.sign(&params, NativeSignType::HmacSha256);
+    let native_algorithm = match algorithm {
+        SignType::Md5 => NativeSignType::Md5,
+        SignType::HmacSha256 => NativeSignType::HmacSha256,
+    };
+    let native_sign = |native: &NativeMerchant, pairs: &Pairs| -> Result<String, Error> {
+        let params = params::from_pairs(pairs.iter().cloned()).map_err(native_error)?;
+        Ok(native.sign(&params, native_algorithm))
+    };
+    let expected = native_sign(&both.native, &pairs)?;
     let BothSides {
         instance,
         merchant,
@@ -229,16 +238,23 @@ pub fn sign(sandbox: &Sandbox, effort: Effort) -> Result<Comparison, Error> {
     let (subject, baseline) = interleaved(
         effort,
         || {
-            let signed = instance.sign(merchant, &pairs, Some(SignType::HmacSha256))?;
-            agree(&signed, &expected)
+            agree(
+                &instance.sign(merchant, &pairs, Some(algorithm))?,
+                &expected,
+            )
         },
         || {
-            let signed = native.sign(std::hint::black_box(&params), NativeSignType::HmacSha256);
-            agree(&signed, &expected)
+            agree(
+                &native_sign(native, std::hint::black_box(&pairs))?,
+                &expected,
+            )
         },
     )?;
     Ok(Comparison {
-        name: "sign a 16-field unifiedorder (HMAC-SHA256), component",
+        name: match algorithm {
+            SignType::Md5 => "sign a 16-field unifiedorder (MD5), component",
+            SignType::HmacSha256 => "sign a 16-field unifiedorder (HMAC-SHA256), component",
+        },
         baseline_name: "the same core, native",
         subject,
         baseline,

@@ -6,7 +6,7 @@
 //!
 //! | measurement | baseline |
 //! |---|---|
-//! | sign a 16-field unifiedorder in the component | the same core compiled natively |
+//! | sign a 16-field unifiedorder in the component, MD5 and HMAC-SHA256 | the same core compiled natively |
 //! | verify a payment notification in the component | the same core compiled natively |
 //! | instantiate per request (pooling allocator) | the on-demand allocator |
 //! | `wxpay sign` as a new process, cached / not cached | `wxpay --version` |
@@ -34,6 +34,7 @@ use super::redis_server;
 use crate::demo::Stage;
 use crate::error::Error;
 use crate::sandbox::Sandbox;
+use crate::sandbox::bindings::types::SignType;
 
 /// Where the generated part of the results file starts.
 pub const BEGIN: &str = "<!-- results: written by `wxpay bench suite`; edits here are replaced -->";
@@ -186,7 +187,8 @@ fn run_micro(
         Sandbox::from_bytes(&options.component, crate::sandbox::SandboxLimits::default())?;
     let effort = options.effort;
     let mut results = vec![
-        micro::sign(&sandbox, effort)?,
+        micro::sign(&sandbox, effort, SignType::Md5)?,
+        micro::sign(&sandbox, effort, SignType::HmacSha256)?,
         micro::verify(&sandbox, effort)?,
         micro::instantiate(&options.component, effort)?,
     ];

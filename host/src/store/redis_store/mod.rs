@@ -127,7 +127,21 @@ impl RedisStore {
             prefix: prefix.to_owned(),
         };
         store.require_durability()?;
+        store.build_spend_index()?;
         Ok(store)
+    }
+
+    /// Indexes agent spend by minute for orders written before the index
+    /// existed (once per prefix; afterwards every change keeps it right).
+    fn build_spend_index(&self) -> StoreResult<()> {
+        let indexed = fields::integer(
+            &self.call("build_spend_index", &mut Args::default())?,
+            "spend index",
+        )?;
+        if indexed > 0 {
+            tracing::info!(orders = indexed, "indexed agent spend by minute");
+        }
+        Ok(())
     }
 
     /// The server's persistence settings.

@@ -12,6 +12,10 @@
 --   P order:<no>            hash   orders; P orders:<state> zset by updated_at_ms
 --   P idem                  hash   "<agent>\n<key>" -> out_trade_no
 --   P agent_orders:<agent>  zset   out_trade_no by created_at_ms
+--   P agent_spend:<agent>   hash   minute -> total_fee of the agent's orders created
+--                                  in that minute and not closed or failed
+--   P agent_spend_minutes:<agent> zset those minutes, scored by themselves
+--   P spend_index           '1' once agent_spend covers every order
 --   P refund:<no>           hash   refunds; P refunds:<state> zset by updated_at_ms
 --   P order_refunds:<no>    set    the order's out_refund_no
 --   P notification:<id>     hash   ids 1.. from P seq:notification
@@ -140,6 +144,43 @@ local function find_order(no, agent, idem)
   return false
 end
 
+-- Budgets: what an agent spent since a time is summed per minute, so a
+-- check reads at most one entry per minute of its window plus the orders
+-- of the minute it starts in, however many orders the agent placed.
+local MINUTE = 60000
+
+local function counts_toward_budget(state)
+  return state ~= 'closed' and state ~= 'failed'
+end
+
+local function add_spend(agent, created_at, fee)
+  local minute = math.floor(tonumber(created_at) / MINUTE)
+  local k = key('agent_spend', agent)
+  local total = redis.call('HINCRBY', k, minute, fee)
+  if total == 0 then
+    redis.call('HDEL', k, minute)
+    redis.call('ZREM', key('agent_spend_minutes', agent), minute)
+  else
+    redis.call('ZADD', key('agent_spend_minutes', agent), minute, minute)
+  end
+end
+
+-- Keeps agent_spend right when an order moves between counted and not.
+local function respend(no, from_state, to_state)
+  local was, is = counts_toward_budget(from_state), counts_toward_budget(to_state)
+  if was == is then
+    return
+  end
+  local o = redis.call('HMGET', key('order', no), 'agent_id', 'created_at_ms', 'total_fee')
+  if o[1] then
+    local fee = tonumber(o[3])
+    if was then
+      fee = -fee
+    end
+    add_spend(o[1], o[2], fee)
+  end
+end
+
 -- Stores the order given as name/value pairs in A from `first` on.
 local function write_order(first)
   local o = pairs_table(first)
@@ -149,6 +190,9 @@ local function write_order(first)
   redis.call('ZADD', key('orders', o.state), o.updated_at_ms, o.out_trade_no)
   if o.agent_id then
     redis.call('ZADD', key('agent_orders', o.agent_id), o.created_at_ms, o.out_trade_no)
+    if counts_toward_budget(o.state) then
+      add_spend(o.agent_id, o.created_at_ms, o.total_fee)
+    end
     if o.idempotency_key then
       redis.call('HSET', key('idem'), o.agent_id .. '\n' .. o.idempotency_key, o.out_trade_no)
     end
@@ -177,6 +221,9 @@ local function cas(kind, no, from, to, patch, at)
   end
   redis.call('HINCRBY', k, 'version', 1)
   redis.call('ZADD', key(kind .. 's', to), at, no)
+  if kind == 'order' then
+    respend(no, state, to)
+  end
   if kind == 'order' and to == 'paid' then
     credit_topup(no, at)
   end
@@ -301,11 +348,28 @@ end
 
 -- Agents and approvals -----------------------------------------------------
 
-local function spent_since(agent, since)
+-- The sum of `values` read from hash `k`, in chunks (Lua's unpack is bounded).
+local function sum_fields(k, fields)
   local sum = 0
-  for _, no in ipairs(redis.call('ZRANGE', key('agent_orders', agent), since, '+inf', 'BYSCORE')) do
+  for first = 1, #fields, 1000 do
+    local chunk = { unpack(fields, first, math.min(first + 999, #fields)) }
+    for _, v in ipairs(redis.call('HMGET', k, unpack(chunk))) do
+      sum = sum + (tonumber(v) or 0)
+    end
+  end
+  return sum
+end
+
+local function spent_since(agent, since)
+  since = tonumber(since)
+  local first = math.floor(since / MINUTE)
+  local later = redis.call('ZRANGE', key('agent_spend_minutes', agent), first + 1, '+inf', 'BYSCORE')
+  local sum = sum_fields(key('agent_spend', agent), later)
+  local boundary = redis.call('ZRANGE', key('agent_orders', agent), since,
+    '(' .. ((first + 1) * MINUTE), 'BYSCORE')
+  for _, no in ipairs(boundary) do
     local o = redis.call('HMGET', key('order', no), 'state', 'total_fee')
-    if o[1] ~= 'closed' and o[1] ~= 'failed' then
+    if counts_toward_budget(o[1]) then
       sum = sum + tonumber(o[2])
     end
   end
@@ -739,6 +803,30 @@ function ops.acquire_lease()
     return 1
   end
   return 0
+end
+
+-- Builds agent_spend from the orders once, for data written before it
+-- existed; returns the number of orders indexed (0 when already built).
+function ops.build_spend_index()
+  if redis.call('GET', key('spend_index')) == '1' then
+    return 0
+  end
+  local indexed = 0
+  local pattern = key('agent_orders', ''):gsub('[%*%?%[%]\\]', '\\%0') .. '*'
+  local skip = #key('agent_orders', '')
+  for _, orders_key in ipairs(redis.call('KEYS', pattern)) do
+    local agent = orders_key:sub(skip + 1)
+    redis.call('DEL', key('agent_spend', agent), key('agent_spend_minutes', agent))
+    for _, no in ipairs(redis.call('ZRANGE', orders_key, 0, -1)) do
+      local o = redis.call('HMGET', key('order', no), 'state', 'created_at_ms', 'total_fee')
+      if o[1] and counts_toward_budget(o[1]) then
+        add_spend(agent, o[2], o[3])
+        indexed = indexed + 1
+      end
+    end
+  end
+  redis.call('SET', key('spend_index'), '1')
+  return indexed
 end
 
 local operation = ops[ARGV[2]]
