@@ -72,7 +72,7 @@ impl FromRequestParts<Arc<Gateway>> for Authenticated {
             })?;
         let hash = token_hash(token.trim());
         let record = gateway
-            .db(move |s| s.agent_by_token(&hash))
+            .read(move |s| s.agent_by_token(&hash))
             .await?
             .ok_or_else(|| AgentError::unauthorized("unauthorized", "unknown token"))?;
         match admit(&record, now_ms()) {

@@ -381,19 +381,19 @@ pub async fn get_payment(
 
 async fn view(gateway: &Gateway, agent: &Agent, id: &str) -> Result<PaymentView, AgentError> {
     let no = id.to_owned();
-    let order = gateway.db(move |s| s.order(&no)).await?;
+    let order = gateway.read(move |s| s.order(&no)).await?;
     if let Some(order) = order.filter(|o| o.agent_id.as_deref() == Some(agent.id.as_str())) {
         let mut shown = order_view(&order, None, None);
         let subject = order.out_trade_no.clone();
         let approval = gateway
-            .db(move |s| s.approval(ApprovalKind::Payment, &subject))
+            .read(move |s| s.approval(ApprovalKind::Payment, &subject))
             .await?;
         shown.approval = approval.as_ref().map(approval_view);
         return Ok(shown);
     }
     let no = id.to_owned();
     let approval = gateway
-        .db(move |s| s.approval(ApprovalKind::Payment, &no))
+        .read(move |s| s.approval(ApprovalKind::Payment, &no))
         .await?;
     match approval.filter(|a| a.agent_id == agent.id) {
         Some(a) => Ok(pending_view(&a)),
@@ -496,7 +496,7 @@ pub async fn refund_payment(
     super::balances::check_key(&intent.idempotency_key)?;
     let no = id.to_owned();
     let order = gateway
-        .db(move |s| s.order(&no))
+        .read(move |s| s.order(&no))
         .await?
         .filter(|o| o.agent_id.as_deref() == Some(agent.id.as_str()))
         .ok_or_else(|| AgentError::not_found(format!("this agent has no payment {id}")))?;
@@ -512,7 +512,7 @@ pub async fn refund_payment(
     }
     let out_refund_no = refund_number(agent, id, &intent.idempotency_key);
     let trade = order.out_trade_no.clone();
-    let refunded = gateway.db(move |s| s.refunded_total(&trade)).await?;
+    let refunded = gateway.read(move |s| s.refunded_total(&trade)).await?;
     let amount = match intent.amount_fen {
         Some(amount) => amount,
         None => order.total_fee.saturating_sub(refunded),
@@ -537,7 +537,7 @@ pub async fn refund_payment(
         return Ok(refund_view(&refund, None));
     }
     let no = out_refund_no.clone();
-    if let Some(refund) = gateway.db(move |s| s.refund(&no)).await? {
+    if let Some(refund) = gateway.read(move |s| s.refund(&no)).await? {
         let approval = approval_for(gateway, ApprovalKind::Refund, &refund.out_refund_no).await?;
         return Ok(refund_view(&refund, approval.as_ref()));
     }
@@ -589,7 +589,7 @@ pub async fn get_refund(
     view(gateway, agent, payment_id).await?;
     let approval = approval_for(gateway, ApprovalKind::Refund, refund_id).await?;
     let no = refund_id.to_owned();
-    match gateway.db(move |s| s.refund(&no)).await? {
+    match gateway.read(move |s| s.refund(&no)).await? {
         Some(refund) if refund.out_trade_no == payment_id => {
             Ok(refund_view(&refund, approval.as_ref()))
         }
@@ -608,7 +608,7 @@ async fn approval_for(
     subject: &str,
 ) -> Result<Option<Approval>, Error> {
     let subject = subject.to_owned();
-    gateway.db(move |s| s.approval(kind, &subject)).await
+    gateway.read(move |s| s.approval(kind, &subject)).await
 }
 
 fn refund_view(refund: &Refund, approval: Option<&Approval>) -> RefundView {

@@ -166,6 +166,18 @@ impl Gateway {
             .map_err(Error::from)
     }
 
+    /// Runs a read of the store: in place when the store's reads are local
+    /// (see [`Store::reads_are_local`]), otherwise like [`Gateway::db`].
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        if self.store.reads_are_local() {
+            return f(self.store.as_ref()).map_err(Error::from);
+        }
+        self.db(f).await
+    }
+
     /// Woken after every audited event — every state change is audited —
     /// so a long-poll can wait for a payment to move. Changes made by
     /// another process are not seen here; waiters also poll.

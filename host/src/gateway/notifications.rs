@@ -77,7 +77,7 @@ impl Gateway {
                 .await;
         };
         let lookup = no.clone();
-        let Some(order) = self.db(move |s| s.order(&lookup)).await? else {
+        let Some(order) = self.read(move |s| s.order(&lookup)).await? else {
             return self
                 .reject(kind, body, Some(no), "unknown order".into())
                 .await;
@@ -208,7 +208,7 @@ impl Gateway {
             Err(e) => return self.reject(kind, body, None, e.to_string()).await,
         };
         let lookup = claimed.out_refund_no.clone();
-        let Some(refund) = self.db(move |s| s.refund(&lookup)).await? else {
+        let Some(refund) = self.read(move |s| s.refund(&lookup)).await? else {
             let no = Some(claimed.out_trade_no);
             return self.reject(kind, body, no, "unknown refund".into()).await;
         };
@@ -362,7 +362,7 @@ impl Gateway {
                 })?;
                 let lookup = claimed.out_refund_no.clone();
                 let refund = self
-                    .db(move |s| s.refund(&lookup))
+                    .read(move |s| s.refund(&lookup))
                     .await?
                     .ok_or(Error::NotFound {
                         what: "refund",

@@ -101,7 +101,7 @@ impl Gateway {
     /// The stored order, or [`Error::NotFound`].
     pub async fn stored_order(&self, out_trade_no: &str) -> Result<Order, Error> {
         let no = out_trade_no.to_owned();
-        self.db(move |s| s.order(&no))
+        self.read(move |s| s.order(&no))
             .await?
             .ok_or_else(|| Error::NotFound {
                 what: "order",

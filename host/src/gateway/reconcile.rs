@@ -235,7 +235,7 @@ impl Gateway {
         }
         let trade = refund.out_trade_no.clone();
         let no = refund.out_refund_no.clone();
-        let order = match self.db(move |s| s.order(&trade)).await {
+        let order = match self.read(move |s| s.order(&trade)).await {
             Ok(Some(order)) => order,
             Ok(None) => {
                 return report

@@ -132,6 +132,15 @@ pub const SCHEMA_VERSION: i64 = schema::KNOWN_VERSION;
 /// Methods are synchronous: callers on an async runtime use
 /// `spawn_blocking`.
 pub trait Store: Send + Sync {
+    /// True when reads answer from this machine's memory or disk without
+    /// waiting for another process, a lock held across a flush, or the
+    /// network: an async caller may then run them in place instead of
+    /// handing them to a blocking thread (two thread switches saved per
+    /// read). Writes always go to a blocking thread.
+    fn reads_are_local(&self) -> bool {
+        false
+    }
+
     /// Stores a new order, with `version` 1 (the given version is ignored).
     ///
     /// If an order with the same `out_trade_no` exists — or, when both

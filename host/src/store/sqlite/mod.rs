@@ -537,6 +537,12 @@ fn refund_verdict(cas: &Transition<Refund>, refund_id: &str) -> Verdict {
 }
 
 impl Store for SqliteStore {
+    /// Reads of a file use their own WAL connections, which never wait for
+    /// the writer; reads of a store in memory share the writer's lock.
+    fn reads_are_local(&self) -> bool {
+        matches!(self.readers, Readers::File { .. })
+    }
+
     fn insert_order(&self, order: &Order) -> StoreResult<Inserted<Order>> {
         let total_fee = to_sql_int(order.total_fee, "total_fee")?;
         self.write(|tx| {
