@@ -250,6 +250,39 @@ fn wal_and_synchronous_full_are_in_force() {
     assert_eq!(mode, "wal");
 }
 
+#[test]
+fn the_wal_is_checkpointed_in_the_background_not_by_commits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("wxpay.db");
+    let store = SqliteStore::open(&path).expect("open");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let before = std::fs::metadata(&path).expect("db file").len();
+    for i in 0..400 {
+        insert_new(
+            &store,
+            &order(&format!("ckpt-{i}"), OrderState::Created, T0),
+        );
+    }
+    let wal = dir.path().join("wxpay.db-wal");
+    assert!(
+        std::fs::metadata(&wal).expect("WAL").len() > 0,
+        "commits went to the WAL"
+    );
+    // 400 small orders are far below SQLite's own threshold (1000 pages),
+    // so only the store's thread can have copied them into the database.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&path).expect("db file").len() <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file never grew: no checkpoint ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    drop(store);
+    let reopened = SqliteStore::open(&path).expect("reopen");
+    assert!(reopened.order("ckpt-399").expect("read").is_some());
+}
+
 // --- inserts -----------------------------------------------------------------
 
 fn insert_is_idempotent_on_out_trade_no(backend: &Backend) {

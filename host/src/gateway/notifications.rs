@@ -361,13 +361,13 @@ impl Gateway {
                         .verify_refund_notification(&s.merchant, body, None)
                 })?;
                 let lookup = claimed.out_refund_no.clone();
-                let refund = self
-                    .read(move |s| s.refund(&lookup))
-                    .await?
-                    .ok_or(Error::NotFound {
-                        what: "refund",
-                        id: claimed.out_refund_no,
-                    })?;
+                let refund =
+                    self.read(move |s| s.refund(&lookup))
+                        .await?
+                        .ok_or(Error::NotFound {
+                            what: "refund",
+                            id: claimed.out_refund_no,
+                        })?;
                 let expected = expected_refund(&refund);
                 let notice = self.sign(|s| {
                     s.instance

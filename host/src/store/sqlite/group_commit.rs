@@ -28,7 +28,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
 
@@ -39,16 +39,39 @@ use super::super::error::{SqlContext as _, StoreError};
 pub(super) const MAX_BATCH: usize = 256;
 
 /// How a batch ended: committed, or rolled back and why. Each writer
-/// holds its batch's outcome, so it learns its own batch's fate however
-/// many batches finish before it wakes.
-type Outcome = Arc<OnceLock<Result<(), String>>>;
+/// holds its batch's outcome and waits on it alone: finishing a batch
+/// wakes only that batch's writers, and they never contend for the writer
+/// lock the next batch is using.
+#[derive(Debug, Default)]
+struct Outcome {
+    ended: Mutex<Option<Result<(), String>>>,
+    woken: Condvar,
+}
+
+impl Outcome {
+    fn set(&self, result: Result<(), String>) {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        self.woken.notify_all();
+    }
+
+    fn wait(&self) -> Result<(), String> {
+        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if let Some(result) = ended.as_ref() {
+                return result.clone();
+            }
+            ended = self
+                .woken
+                .wait(ended)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+}
 
 /// The one writing connection and the batch it has open.
 #[derive(Debug)]
 pub(super) struct GroupCommit {
     writer: Mutex<Writer>,
-    /// Woken whenever a batch finishes.
-    finished: Condvar,
     /// Writers waiting for the writer lock: while there are any, the
     /// current writer leaves the batch open for them.
     queued: AtomicUsize,
@@ -59,7 +82,7 @@ pub(super) struct GroupCommit {
 pub(super) struct Writer {
     conn: Connection,
     /// The open batch's outcome, to be decided; `None` when no batch is open.
-    open: Option<Outcome>,
+    open: Option<Arc<Outcome>>,
     /// Changes in the open batch.
     changes: usize,
     /// Totals since the store opened.
@@ -93,7 +116,6 @@ impl GroupCommit {
                 changes: 0,
                 stats: CommitStats::default(),
             }),
-            finished: Condvar::new(),
             queued: AtomicUsize::new(0),
         }
     }
@@ -124,38 +146,21 @@ impl GroupCommit {
             Ok(change) => change,
             Err(broken) => {
                 writer.abort(broken.to_string());
-                drop(writer);
-                self.finished.notify_all();
                 return Err(broken);
             }
         };
         if self.queued.load(Ordering::SeqCst) == 0 || writer.changes >= MAX_BATCH {
             writer.commit();
-            drop(writer);
-            self.finished.notify_all();
-        } else {
-            self.wait_until_finished(writer, &batch);
         }
-        match (change, batch.get()) {
+        drop(writer);
+        let ended = batch.wait();
+        match (change, ended) {
             (Change::Panicked(payload), _) => resume_unwind(payload),
-            (Change::Done(result), Some(Ok(()))) => result,
-            (Change::Done(_), Some(Err(detail))) => Err(StoreError::Sqlite {
+            (Change::Done(result), Ok(())) => result,
+            (Change::Done(_), Err(detail)) => Err(StoreError::Sqlite {
                 op: "commit",
-                detail: detail.clone(),
+                detail,
             }),
-            (Change::Done(_), None) => Err(StoreError::Sqlite {
-                op: "commit",
-                detail: "the batch ended without an outcome".into(),
-            }),
-        }
-    }
-
-    fn wait_until_finished(&self, mut writer: MutexGuard<'_, Writer>, batch: &Outcome) {
-        while batch.get().is_none() {
-            writer = self
-                .finished
-                .wait(writer)
-                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -169,7 +174,7 @@ impl Writer {
     /// Opens a batch unless one is open, and returns its outcome slot.
     /// `IMMEDIATE` takes the database's write lock up front, so other
     /// processes queue behind the batch instead of deadlocking with it.
-    fn join(&mut self) -> StoreResult<Outcome> {
+    fn join(&mut self) -> StoreResult<Arc<Outcome>> {
         if let Some(open) = &self.open {
             return Ok(Arc::clone(open));
         }
@@ -177,7 +182,7 @@ impl Writer {
             .execute_batch("BEGIN IMMEDIATE")
             .ctx("begin transaction")?;
         self.changes = 0;
-        Ok(Arc::clone(self.open.insert(Outcome::default())))
+        Ok(Arc::clone(self.open.insert(Arc::default())))
     }
 
     /// Runs one change in its own savepoint. `Err` means the batch itself
@@ -226,7 +231,7 @@ impl Writer {
 
     fn finish(&mut self, outcome: Result<(), String>) {
         if let Some(open) = self.open.take() {
-            let _ = open.set(outcome);
+            open.set(outcome);
         }
         self.changes = 0;
     }

@@ -7,8 +7,10 @@
 //! is a single `UPDATE … WHERE key = ? AND state IN (…)`: whichever caller
 //! commits first applies it, the others see it applied. Concurrent changes
 //! share one commit and one flush ([`group_commit`]); reads use their own
-//! connections ([`readers`]).
+//! connections ([`readers`]); the WAL is checkpointed by a thread of its
+//! own, never inside a commit ([`checkpoint`]).
 
+mod checkpoint;
 mod group_commit;
 mod readers;
 
@@ -17,6 +19,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, Params, Row, params};
 
+use self::checkpoint::Checkpointer;
 pub use self::group_commit::CommitStats;
 use self::group_commit::GroupCommit;
 use self::readers::{Reader, Readers};
@@ -49,6 +52,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     writer: GroupCommit,
     readers: Readers,
+    /// Declared last: it checkpoints once more after the others close.
+    checkpointer: Option<Checkpointer>,
 }
 
 /// The connection settings in force, for checks and diagnostics.
@@ -124,10 +129,15 @@ impl SqliteStore {
             &foreign_keys.to_string(),
             foreign_keys == 1,
         )?;
+        if file.is_some() {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .ctx("set wal_autocheckpoint")?;
+        }
         schema::migrate(&mut conn)?;
         Ok(Self {
             writer: GroupCommit::new(conn),
             readers: file.map_or(Readers::Writer, Readers::file),
+            checkpointer: file.map(|path| Checkpointer::start(path.to_path_buf())),
         })
     }
 
