@@ -283,7 +283,7 @@ async fn end_to_end(
         );
         callbacks.push((rate, ours, base));
     }
-    let count = bodies.len().max(2_000.min(e2e.orders * 50));
+    let count = (e2e.orders * 5).max(bodies.len());
     let ours = load::notify(&http, &stage.api, &bodies, "callbacks", count, at(None)).await;
     let base = load::notify(&http, &floor, &bodies, "floor", count, at(None)).await;
     say(

@@ -52,8 +52,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SqliteStore {
     writer: GroupCommit,
     readers: Readers,
-    /// Declared last: it checkpoints once more after the others close.
-    checkpointer: Option<Checkpointer>,
+    /// Held for its thread. Declared last: on drop it checkpoints once
+    /// more after the connections above have closed.
+    _checkpointer: Option<Checkpointer>,
 }
 
 /// The connection settings in force, for checks and diagnostics.
@@ -137,7 +138,7 @@ impl SqliteStore {
         Ok(Self {
             writer: GroupCommit::new(conn),
             readers: file.map_or(Readers::Writer, Readers::file),
-            checkpointer: file.map(|path| Checkpointer::start(path.to_path_buf())),
+            _checkpointer: file.map(|path| Checkpointer::start(path.to_path_buf())),
         })
     }
 
