@@ -20,7 +20,7 @@ pub enum Error {
         /// The import's full name.
         name: String,
     },
-    /// The component trapped: fuel or memory exhausted, or a bug.
+    /// The component trapped: its time budget (or fuel) or memory exhausted, or a bug.
     #[error("the signing component stopped: {0}")]
     Trap(String),
     /// The component refused the input with a typed error.

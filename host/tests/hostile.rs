@@ -9,7 +9,7 @@ use wxpay::Error;
 use wxpay::sandbox::bindings::merchant_api::ExpectedOrder;
 use wxpay::sandbox::bindings::types::{self, SignType, XmlReason};
 use wxpay::sandbox::signer::MerchantSettings;
-use wxpay::sandbox::{MerchantHandle, Sandbox, SandboxLimits, SignerInstance};
+use wxpay::sandbox::{CallBudget, MerchantHandle, Sandbox, SandboxLimits, SignerInstance};
 
 #[path = "support/mod.rs"]
 mod support;
@@ -178,7 +178,7 @@ fn memory_and_fuel_limits_end_in_errors_and_the_host_survives() {
     );
 
     let starved = SandboxLimits {
-        fuel_per_call: 50_000,
+        budget: CallBudget::Fuel(50_000),
         ..SandboxLimits::default()
     };
     let sandbox = Sandbox::from_bytes(wxpay::sandbox::EMBEDDED_COMPONENT, starved).expect("loads");
@@ -193,6 +193,37 @@ fn memory_and_fuel_limits_end_in_errors_and_the_host_survives() {
         s.parse_xml(body.as_bytes(), Some(u32::MAX)),
         Err(Error::Trap(_))
     ));
+}
+
+#[test]
+fn a_call_past_its_deadline_traps_and_the_next_instance_works() {
+    let hurried = SandboxLimits {
+        budget: CallBudget::Deadline(std::time::Duration::from_millis(50)),
+        ..SandboxLimits::default()
+    };
+    let sandbox = Sandbox::from_bytes(wxpay::sandbox::EMBEDDED_COMPONENT, hurried).expect("loads");
+    let mut s = sandbox.instantiate().expect("instance");
+    // About 3 MB of fields: parsing them takes several times the 50 ms
+    // deadline, and needs far less than the memory cap.
+    let body = format!(
+        "<xml>{}</xml>",
+        (0..200_000)
+            .map(|i| format!("<f{i}>v</f{i}>"))
+            .collect::<String>()
+    );
+    let started = std::time::Instant::now();
+    match s.parse_xml(body.as_bytes(), Some(u32::MAX)) {
+        Err(Error::Trap(reason)) => assert!(reason.contains("interrupt"), "{reason}"),
+        other => panic!("expected a trap, got {:?}", other.map(|p| p.len())),
+    }
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let mut fresh = sandbox.instantiate().expect("a new instance works");
+    assert_eq!(
+        fresh
+            .canonicalize(&vec![("a".into(), "1".into())])
+            .expect("small calls finish well inside the deadline"),
+        "a=1"
+    );
 }
 
 #[test]

@@ -8,7 +8,7 @@
 //!
 //! Why re-keying reads the key source again: the host does not keep the
 //! key. Each instance receives it once, and the host's copy is zeroized at
-//! once. An instance that trapped (fuel or memory exhausted by hostile
+//! once. An instance that trapped (budget or memory exhausted by hostile
 //! input) is thrown away, and its replacement is keyed from the source —
 //! the owner-only key file or the environment — not from a copy in memory.
 

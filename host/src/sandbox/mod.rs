@@ -9,7 +9,7 @@
 //!   see [`imports`]. A build of the component that imported sockets,
 //!   HTTP, files, clocks or randomness would fail to instantiate, and
 //!   [`imports::check`] refuses it with a clear error before that.
-//! - **Bounded.** Each instance has a memory cap and a fuel budget per
+//! - **Bounded.** Each instance has a memory cap and a time budget per
 //!   call, so a pathological input ends in an error, not a stalled or
 //!   bloated host.
 //! - **Portable.** The same bytes run under Python and Node, so agents in
@@ -23,5 +23,5 @@ pub mod engine;
 pub mod imports;
 pub mod signer;
 
-pub use engine::{EMBEDDED_COMPONENT, Sandbox, SandboxLimits};
+pub use engine::{CallBudget, EMBEDDED_COMPONENT, Sandbox, SandboxLimits};
 pub use signer::{MerchantHandle, SignerInstance};

@@ -1,7 +1,8 @@
 //! A typed, bounded handle on one component instance.
 //!
-//! Every call refuels the store first, so each call — not each instance —
-//! gets the fuel budget. A trap (fuel or memory exhausted) poisons the
+//! Every call grants the store its budget first (a fresh deadline or
+//! fuel), so each call — not each instance — gets the whole budget. A
+//! trap (budget or memory exhausted) poisons the
 //! instance: it answers [`Error::Trap`] from then on, and the caller makes
 //! a new one.
 
@@ -21,7 +22,7 @@ use super::bindings::merchant_api::{
 };
 use super::bindings::types::{MerchantConfig, SignType};
 use super::bindings::{Signer, types};
-use super::engine::StoreState;
+use super::engine::{CallBudget, StoreState};
 use crate::error::Error;
 use crate::key::ApiKey;
 
@@ -32,7 +33,7 @@ pub type Pairs = Vec<(String, String)>;
 pub struct SignerInstance {
     store: Store<StoreState>,
     bindings: Signer,
-    fuel_per_call: u64,
+    budget: CallBudget,
     poisoned: bool,
 }
 
@@ -61,16 +62,16 @@ pub struct MerchantSettings {
 type Call<R> = wasmtime::Result<Result<R, types::Error>>;
 
 impl SignerInstance {
-    pub(crate) fn new(store: Store<StoreState>, bindings: Signer, fuel_per_call: u64) -> Self {
+    pub(crate) fn new(store: Store<StoreState>, bindings: Signer, budget: CallBudget) -> Self {
         Self {
             store,
             bindings,
-            fuel_per_call,
+            budget,
             poisoned: false,
         }
     }
 
-    /// Runs one guest call with a fresh fuel budget, mapping traps and
+    /// Runs one guest call with a fresh budget, mapping traps and
     /// guest errors into [`Error`].
     fn call<R>(
         &mut self,
@@ -89,9 +90,7 @@ impl SignerInstance {
                 "this instance trapped earlier; create a new one".into(),
             ));
         }
-        self.store
-            .set_fuel(self.fuel_per_call)
-            .map_err(Error::component)?;
+        self.budget.grant(&mut self.store)?;
         f(&self.bindings, &mut self.store).map_err(|e| {
             self.poisoned = true;
             Error::trap(&e)
