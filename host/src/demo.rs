@@ -91,12 +91,7 @@ impl Stage {
         let dir = tempfile::tempdir().map_err(|e| Error::input("temp dir", e))?;
         let pki = crate::simulator::pki::generate(dir.path(), MCH_ID)?;
         let simulator = start_simulator(&pki).await?;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| Error::input("listen", e))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::input("listen", e))?;
+        let (listener, addr) = crate::listen::bind(([127, 0, 0, 1], 0).into()).await?;
         let mut config = demo_config(dir.path(), &simulator, addr, &pki)?;
         if let Some(url) = redis {
             config.store.redis = Some(url.to_owned());

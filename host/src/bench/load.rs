@@ -448,12 +448,7 @@ async fn drive(name: &'static str, count: usize, request: Request, pace: Pace) -
 /// nothing else: the floor under which no callback handler on this HTTP
 /// stack and machine can go. Returns its base URL.
 pub(crate) async fn http_floor() -> Result<String, Error> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| Error::input("listen", e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::input("listen", e))?;
+    let (listener, addr) = crate::listen::bind(([127, 0, 0, 1], 0).into()).await?;
     let app = axum::Router::new().route(
         "/notify/pay",
         axum::routing::post(|body: axum::body::Bytes| async move {
