@@ -10,7 +10,7 @@
 //! sends the notification again rather than us losing it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,8 +18,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use tracing::Instrument as _;
 
 use crate::gateway::{Gateway, NotifyReply};
+use crate::metrics::Metrics;
+use crate::store::Verdict;
 
 /// Paths WeChat posts to; `server.public_url` plus these are the notify URLs.
 pub const PAY_PATH: &str = "/notify/pay";
@@ -43,20 +46,52 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
+/// The span every log line about one notification is written in; the
+/// gateway records the payment id in it once it has read one.
+fn notification_span(kind: &'static str) -> tracing::Span {
+    tracing::info_span!("notification", kind, payment_id = tracing::field::Empty)
+}
+
 async fn payment(State(gateway): State<Arc<Gateway>>, body: Bytes) -> Response {
+    let span = notification_span("payment");
+    let started = Instant::now();
     let work = async { gateway.payment_notification(body.to_vec()).await };
-    answer("payment", tokio::time::timeout(DEADLINE, work).await)
+    let outcome = tokio::time::timeout(DEADLINE, work.instrument(span.clone())).await;
+    span.in_scope(|| observe(gateway.metrics(), "payment", &outcome, started));
+    span.in_scope(|| answer("payment", outcome))
 }
 
 async fn refund(State(gateway): State<Arc<Gateway>>, body: Bytes) -> Response {
+    let span = notification_span("refund");
+    let started = Instant::now();
     let work = async { gateway.refund_notification(body.to_vec()).await };
-    answer("refund", tokio::time::timeout(DEADLINE, work).await)
+    let outcome = tokio::time::timeout(DEADLINE, work.instrument(span.clone())).await;
+    span.in_scope(|| observe(gateway.metrics(), "refund", &outcome, started));
+    span.in_scope(|| answer("refund", outcome))
 }
 
-fn answer(
-    kind: &'static str,
-    outcome: Result<Result<NotifyReply, crate::Error>, tokio::time::error::Elapsed>,
-) -> Response {
+type Outcome = Result<Result<NotifyReply, crate::Error>, tokio::time::error::Elapsed>;
+
+/// Counts the notification and how long it took to answer.
+fn observe(metrics: &Metrics, kind: &'static str, outcome: &Outcome, started: Instant) {
+    let answer = match outcome {
+        Ok(Ok(reply)) => {
+            let verdict = match reply.verdict {
+                Verdict::Accepted => "accepted",
+                Verdict::Duplicate => "duplicate",
+                Verdict::Rejected(_) => "rejected",
+            };
+            metrics.notification(kind, verdict, reply.reason);
+            tracing::info!(verdict, reason = reply.reason, "notification answered");
+            if reply.acknowledged { "ack" } else { "refused" }
+        }
+        Ok(Err(_)) => "error",
+        Err(_) => "timeout",
+    };
+    metrics.callback(kind, answer, started.elapsed());
+}
+
+fn answer(kind: &'static str, outcome: Outcome) -> Response {
     let xml = |status: StatusCode, body: String| {
         (
             status,

@@ -33,6 +33,7 @@ pub mod gateway;
 pub mod key;
 mod listen;
 pub mod mcp;
+pub mod metrics;
 pub mod pkcs12;
 pub mod sandbox;
 pub mod simulator;

@@ -17,6 +17,7 @@ use std::time::Duration;
 use rand::Rng as _;
 
 use crate::error::Error;
+use crate::metrics::Metrics;
 use crate::sandbox::bindings::merchant_api::SignedRequest;
 use crate::sandbox::bindings::types;
 use crate::sandbox::signer::Pairs;
@@ -207,6 +208,7 @@ pub struct WechatClient {
     plain: reqwest::Client,
     with_identity: Option<reqwest::Client>,
     retry: RetryPolicy,
+    metrics: Metrics,
 }
 
 fn builder(config: &ClientConfig) -> Result<reqwest::ClientBuilder, Error> {
@@ -244,7 +246,15 @@ impl WechatClient {
             plain,
             with_identity,
             retry: config.retry,
+            metrics: Metrics::default(),
         })
+    }
+
+    /// Counts calls, answers and retries in `metrics` (by default in a
+    /// set of its own that nobody reads).
+    pub fn observed_by(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sends a signed request and returns the verified reply, retrying the
@@ -296,15 +306,20 @@ impl WechatClient {
             attempt += 1;
             let outcome = match send(http, &url, &request.body).await {
                 Ok(body) => match read(&body) {
-                    Ok(value) => return Ok((value, attempt)),
+                    Ok(value) => {
+                        self.metrics.wechat_call(&request.path, "SUCCESS");
+                        return Ok((value, attempt));
+                    }
                     Err(e) => Attempt::Refused(e),
                 },
                 Err(failure) => Attempt::Transport(failure),
             };
+            self.metrics.wechat_call(&request.path, outcome.err_code());
             let Some(delay) = self.retry_delay(&outcome, attempt) else {
                 log_final(&request.path, attempt, &outcome);
                 return Err(outcome.into_error(attempt));
             };
+            self.metrics.wechat_retry(&request.path);
             log_retry(&request.path, attempt, &outcome);
             tokio::time::sleep(delay).await;
         }
@@ -357,6 +372,15 @@ enum Attempt {
 }
 
 impl Attempt {
+    /// What WeChat answered, as a metrics label.
+    fn err_code(&self) -> &str {
+        match self {
+            Self::Transport(_) => "transport",
+            Self::Refused(Error::Guest(types::Error::Wechat(w))) => &w.code,
+            Self::Refused(_) => "invalid_reply",
+        }
+    }
+
     fn into_error(self, attempts: u32) -> CallError {
         match self {
             Self::Transport(last) => CallError::Transport { attempts, last },

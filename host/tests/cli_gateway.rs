@@ -17,7 +17,8 @@ mod support;
 mod fixture;
 
 use support::processes::{
-    KEY, config_file, free_port, json, serve, simulator, text, with_config, wxpay,
+    KEY, config_file, edit_config, free_port, json, serve, serve_with, simulator, text,
+    with_config, wxpay,
 };
 
 #[test]
@@ -511,6 +512,156 @@ async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
         assert!(log.contains(action), "{action} in the audit log:\n{log}");
     }
     assert!(!log.contains(&token) && !log.contains(KEY));
+}
+
+/// A scripted flow through `wxpay serve --log-format json`: an agent pays,
+/// asks for an approval and is refused over budget; WeChat pays and a
+/// forged notification arrives. `/metrics` (on the private listener only)
+/// counts each, and every log line is JSON, those about a payment carrying
+/// its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_a_scripted_flow_and_json_logs_carry_the_payment_id() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (public, private) = (free_port(), free_port());
+    let config = config_file(dir.path(), &sim, public);
+    edit_config(
+        &config,
+        "max_body_bytes = 65536\n",
+        &format!("max_body_bytes = 65536\nagent_listen = \"127.0.0.1:{private}\"\n"),
+    );
+    let run = with_config(&config);
+    let log_path = dir.path().join("serve.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let served = serve_with(&config, &["--log-format", "json"], log.into());
+    let added = run(&[
+        "agents",
+        "add",
+        "bot",
+        "--products",
+        "tea",
+        "--cap-fen",
+        "10000",
+        "--daily-budget-fen",
+        "4000",
+        "--approval-threshold-fen",
+        "2000",
+    ]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let token = text(&added.stdout).trim().to_owned();
+    let http = reqwest::Client::new();
+    let pay = |quantity: u32, key: &str| {
+        let body =
+            serde_json::json!({"product_id": "tea", "quantity": quantity, "idempotency_key": key});
+        http.post(format!("http://127.0.0.1:{private}/v1/payments"))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let placed: serde_json::Value = serde_json::from_str(
+        &pay(1, "m-1")
+            .await
+            .expect("pay")
+            .text()
+            .await
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(placed["status"], "payment_pending", "{placed}");
+    let no = placed["payment_id"].as_str().expect("id").to_owned();
+    let held: serde_json::Value = serde_json::from_str(
+        &pay(2, "m-2")
+            .await
+            .expect("pay")
+            .text()
+            .await
+            .expect("text"),
+    )
+    .expect("json");
+    assert_eq!(held["status"], "pending_approval", "{held}");
+    let refused = pay(1, "m-3").await.expect("pay");
+    assert_eq!(refused.status().as_u16(), 403, "over budget");
+
+    let paid = http
+        .post(format!("{sim}/admin/pay"))
+        .header("Content-Type", "application/json")
+        .body(format!(r#"{{"out_trade_no":"{no}"}}"#))
+        .send()
+        .await
+        .expect("pay");
+    assert!(paid.status().is_success());
+    let genuine = fixture::payment_notification(&no, 1_200, "4200000000000000000000000001");
+    let forged = String::from_utf8(genuine).expect("utf8").replace(
+        "4200000000000000000000000001",
+        "4200000000000000000000000002",
+    );
+    let answer = http
+        .post(format!("http://127.0.0.1:{public}/notify/pay"))
+        .body(forged)
+        .send()
+        .await
+        .expect("forged");
+    assert!(answer.text().await.expect("text").contains("FAIL"));
+
+    let scrape = || async {
+        http.get(format!("http://127.0.0.1:{private}/metrics"))
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
+    };
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = scrape().await;
+        if metrics.contains("verdict=\"accepted\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in [
+        "wxpay_notifications_total{kind=\"payment\",verdict=\"accepted\",reason=\"none\"} 1",
+        "wxpay_notifications_total{kind=\"payment\",verdict=\"rejected\",reason=\"signature\"} 1",
+        "wxpay_callback_duration_seconds_count{kind=\"payment\",answer=\"ack\"} 1",
+        "wxpay_callback_duration_seconds_count{kind=\"payment\",answer=\"refused\"} 1",
+        "wxpay_wechat_calls_total{endpoint=\"/pay/unifiedorder\",err_code=\"SUCCESS\"} 1",
+        "wxpay_guardrail_refusals_total{reason=\"over_budget\"} 1",
+        "wxpay_approvals_total{kind=\"payment\",decision=\"requested\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line:?} in:\n{metrics}");
+    }
+    assert!(!metrics.contains(KEY) && !metrics.contains(&token));
+    let public_scrape = http
+        .get(format!("http://127.0.0.1:{public}/metrics"))
+        .send()
+        .await
+        .expect("public");
+    assert_eq!(
+        public_scrape.status().as_u16(),
+        404,
+        "not on the public listener"
+    );
+    drop(served);
+
+    let logged = std::fs::read_to_string(&log_path).expect("log");
+    let lines: Vec<serde_json::Value> = logged
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let answered: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "notification answered")
+        .collect();
+    assert_eq!(answered.len(), 2, "{logged}");
+    for line in &answered {
+        assert_eq!(line["span"]["payment_id"], no.as_str(), "{line}");
+    }
+    for line in lines.iter().filter(|l| l.to_string().contains(&no)) {
+        assert_eq!(line["span"]["payment_id"], no.as_str(), "{line}");
+    }
+    assert!(!logged.contains(KEY) && !logged.contains(&token));
 }
 
 #[test]

@@ -136,6 +136,7 @@ async fn refuse(
     subject: &str,
     error: AgentError,
 ) -> AgentError {
+    gateway.metrics().guardrail_refusal(error.code);
     let detail = json!({"code": error.code, "field": error.field, "message": error.message});
     if let Err(e) = gateway
         .audit(&actor(agent), action, subject, "refused", detail)
@@ -331,6 +332,7 @@ pub async fn create_payment(
             Ok(pending_view(&existing))
         }
         Admission::AwaitingApproval(approval) => {
+            gateway.metrics().approval("payment", "requested");
             let detail = json!({"approval_id": approval.id, "amount_fen": amount, "threshold_fen": agent.grant.approval_threshold_fen});
             gateway
                 .audit(&who, ACTION, &no, "pending_approval", detail)
@@ -552,6 +554,7 @@ pub async fn refund_payment(
     let stored = approval.clone();
     let approval = match gateway.db(move |s| s.insert_approval(&stored)).await? {
         Inserted::New => {
+            gateway.metrics().approval("refund", "requested");
             let a = approval_for(gateway, ApprovalKind::Refund, &out_refund_no)
                 .await?
                 .ok_or_else(|| AgentError::internal("the approval request was not stored"))?;
@@ -653,6 +656,7 @@ pub async fn approve(gateway: &Gateway, id: i64, operator: &str) -> Result<Appro
         Transition::AlreadyThere(a) => a,
         other => {
             let a = decided_or_error(other, id, ApprovalState::Approved)?;
+            gateway.metrics().approval(a.kind.as_str(), "approved");
             gateway
                 .audit(&who, "approval.approve", &a.subject, "approved", json!({"approval_id": id, "kind": a.kind.as_str(), "amount_fen": a.amount_fen, "agent_id": a.agent_id}))
                 .await?;
@@ -703,6 +707,7 @@ pub async fn deny(
         })
         .await?;
     let approval = decided_or_error(decided, id, ApprovalState::Denied)?;
+    gateway.metrics().approval(approval.kind.as_str(), "denied");
     gateway
         .audit(
             &format!("operator:{operator}"),

@@ -72,11 +72,15 @@ pub(super) struct ServeArgs {
     /// Skip the start-up orderquery that checks the key against the environment.
     #[arg(long)]
     no_probe: bool,
+    /// Log lines as text for people or as JSON objects for collectors
+    /// (one per line; lines about a payment carry its `payment_id`).
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: super::LogFormat,
 }
 
 /// `wxpay serve`.
 pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
-    super::init_logging();
+    super::init_logging(args.log_format);
     runtime()?.block_on(async {
         let gateway = args.config.gateway().await?;
         for warning in gateway.self_check(!args.no_probe).await {
@@ -101,7 +105,8 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
             "serving"
         );
         let callbacks = callbacks::router(Arc::clone(&gateway));
-        let agents = crate::agents::api::router(gateway);
+        let agents =
+            crate::agents::api::router(Arc::clone(&gateway)).merge(crate::metrics::router(gateway));
         let (quit, quitting) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

@@ -182,16 +182,34 @@ impl From<SignTypeArg> for SignType {
     }
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line: the event's fields at the top level,
+    /// the enclosing span's (such as `payment_id`) under `span`.
+    Json,
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`). No log line
 /// carries the key: nothing that holds it implements `Display`, and its
 /// `Debug` prints `<redacted>`.
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// `wxpay mcp`.

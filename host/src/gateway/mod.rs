@@ -34,6 +34,7 @@ use self::signers::{KeyProvider, Signer, SignerPool};
 use crate::config::GatewayConfig;
 use crate::error::Error;
 use crate::key::ApiKey;
+use crate::metrics::Metrics;
 use crate::sandbox::Sandbox;
 use crate::sandbox::bindings::keyless::{Policy, Product};
 use crate::store::{AuditEventInput, Store, StoreResult};
@@ -70,6 +71,7 @@ pub struct Gateway {
     changes: tokio::sync::Notify,
     /// This process among the gateways sharing the store (for leases).
     instance_id: String,
+    metrics: Metrics,
 }
 
 impl Gateway {
@@ -94,7 +96,8 @@ impl Gateway {
         let client_config = config
             .client_config()
             .map_err(|e| Error::input("config", e))?;
-        let client = WechatClient::new(&client_config)?;
+        let metrics = Metrics::default();
+        let client = WechatClient::new(&client_config)?.observed_by(metrics.clone());
         let source = config.key_source();
         let (key, sandbox_key): (KeyProvider, _) = if settings.sandbox {
             let cache = SandboxKey::fetch(&sandbox, &settings, &source, &client, &config).await?;
@@ -121,7 +124,13 @@ impl Gateway {
                 std::process::id(),
                 rand::random::<u64>()
             ),
+            metrics,
         }))
+    }
+
+    /// The counters and histograms served on `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// This gateway among those sharing the store.

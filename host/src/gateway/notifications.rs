@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{Gateway, audit_event, now_ms, parse_beijing_time};
 use crate::error::Error;
+use crate::metrics::rejection_reason;
 use crate::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
 use crate::store::{
     NotificationKind, Order, OrderPatch, OrderState, Refund, RefundState, Transition, Verdict,
@@ -27,6 +28,8 @@ pub struct NotifyReply {
     pub body: String,
     /// What was decided, for logs and tests.
     pub verdict: Verdict,
+    /// Why it was refused, as a metrics label (`none` when acknowledged).
+    pub reason: &'static str,
 }
 
 const ACTOR: &str = "wechat";
@@ -67,19 +70,32 @@ impl Gateway {
             Ok(fields) => fields,
             Err(e) => {
                 return self
-                    .reject(kind, body, None, format!("malformed: {e}"))
+                    .reject(kind, body, None, "malformed", format!("malformed: {e}"))
                     .await;
             }
         };
         let Some(no) = out_trade_no_of(&fields) else {
             return self
-                .reject(kind, body, None, "no out_trade_no".into())
+                .reject(
+                    kind,
+                    body,
+                    None,
+                    "no_order_number",
+                    "no out_trade_no".into(),
+                )
                 .await;
         };
+        tracing::Span::current().record("payment_id", no.as_str());
         let lookup = no.clone();
         let Some(order) = self.read(move |s| s.order(&lookup)).await? else {
             return self
-                .reject(kind, body, Some(no), "unknown order".into())
+                .reject(
+                    kind,
+                    body,
+                    Some(no),
+                    "unknown_order",
+                    "unknown order".into(),
+                )
                 .await;
         };
         let expected = expected_order(&order);
@@ -89,7 +105,12 @@ impl Gateway {
         });
         let notice = match verified {
             Ok(notice) => notice,
-            Err(e) => return self.reject(kind, body, Some(no), e.to_string()).await,
+            Err(e) => {
+                let label = rejection_reason(&e);
+                return self
+                    .reject(kind, body, Some(no), label, e.to_string())
+                    .await;
+            }
         };
         if !notice.paid {
             return self.payment_failed(body, no, notice.err_code).await;
@@ -133,10 +154,12 @@ impl Gateway {
                 } else {
                     format!("order is {}", order.state)
                 };
-                self.refused_after_record(kind, &subject, reason).await
+                self.refused_after_record(kind, &subject, "state_conflict", reason)
+                    .await
             }
             Transition::Missing => {
-                self.refused_after_record(kind, &subject, "unknown order".into())
+                let reason = "unknown order".to_owned();
+                self.refused_after_record(kind, &subject, "unknown_order", reason)
                     .await
             }
         }
@@ -205,12 +228,17 @@ impl Gateway {
         });
         let claimed = match first {
             Ok(notice) => notice,
-            Err(e) => return self.reject(kind, body, None, e.to_string()).await,
+            Err(e) => {
+                let label = rejection_reason(&e);
+                return self.reject(kind, body, None, label, e.to_string()).await;
+            }
         };
+        tracing::Span::current().record("payment_id", claimed.out_trade_no.as_str());
         let lookup = claimed.out_refund_no.clone();
         let Some(refund) = self.read(move |s| s.refund(&lookup)).await? else {
             let no = Some(claimed.out_trade_no);
-            return self.reject(kind, body, no, "unknown refund".into()).await;
+            let reason = "unknown refund".to_owned();
+            return self.reject(kind, body, no, "unknown_refund", reason).await;
         };
         let expected = expected_refund(&refund);
         let checked = self.sign(|s| {
@@ -221,7 +249,8 @@ impl Gateway {
             Ok(notice) => notice,
             Err(e) => {
                 let no = Some(refund.out_trade_no);
-                return self.reject(kind, body, no, e.to_string()).await;
+                let label = rejection_reason(&e);
+                return self.reject(kind, body, no, label, e.to_string()).await;
             }
         };
         let to = match notice.refund_status.as_str() {
@@ -231,7 +260,7 @@ impl Gateway {
             other => {
                 let reason = format!("unknown refund_status {other:?}");
                 let no = Some(refund.out_trade_no);
-                return self.reject(kind, body, no, reason).await;
+                return self.reject(kind, body, no, "invalid_field", reason).await;
             }
         };
         let no = refund.out_refund_no.clone();
@@ -263,14 +292,17 @@ impl Gateway {
             }
             Transition::AlreadyThere(_) => {
                 let reason = "refund_id differs from the recorded refund".to_owned();
-                self.refused_after_record(kind, &subject, reason).await
+                self.refused_after_record(kind, &subject, "state_conflict", reason)
+                    .await
             }
             Transition::Refused(r) => {
                 let reason = format!("refund is {}", r.state);
-                self.refused_after_record(kind, &subject, reason).await
+                self.refused_after_record(kind, &subject, "state_conflict", reason)
+                    .await
             }
             Transition::Missing => {
-                self.refused_after_record(kind, &subject, "unknown refund".into())
+                let reason = "unknown refund".to_owned();
+                self.refused_after_record(kind, &subject, "unknown_refund", reason)
                     .await
             }
         }
@@ -286,6 +318,7 @@ impl Gateway {
         kind: NotificationKind,
         body: Vec<u8>,
         out_trade_no: Option<String>,
+        label: &'static str,
         reason: String,
     ) -> Result<NotifyReply, Error> {
         let verdict = Verdict::Rejected(reason.clone());
@@ -296,7 +329,8 @@ impl Gateway {
         })
         .await?;
         let subject = out_trade_no.unwrap_or_else(|| "-".into());
-        self.refused_after_record(kind, &subject, reason).await
+        self.refused_after_record(kind, &subject, label, reason)
+            .await
     }
 
     /// Audits a refusal already recorded with the notification, and refuses.
@@ -304,9 +338,16 @@ impl Gateway {
         &self,
         kind: NotificationKind,
         subject: &str,
+        label: &'static str,
         reason: String,
     ) -> Result<NotifyReply, Error> {
-        tracing::warn!(kind = kind.as_str(), subject, %reason, "notification rejected");
+        tracing::warn!(
+            kind = kind.as_str(),
+            subject,
+            reason = label,
+            detail = %reason,
+            "notification rejected"
+        );
         let action = format!("notification.{}", kind.as_str());
         self.audit(
             ACTOR,
@@ -321,6 +362,7 @@ impl Gateway {
             acknowledged: false,
             body,
             verdict: Verdict::Rejected(reason),
+            reason: label,
         })
     }
 
@@ -330,6 +372,7 @@ impl Gateway {
             acknowledged: true,
             body,
             verdict,
+            reason: "none",
         })
     }
 }

@@ -194,6 +194,7 @@ impl Gateway {
 
     /// Sends unifiedorder for a stored order still in Created, and stores
     /// the prepay id; an order already past Created is returned as it is.
+    #[tracing::instrument(name = "payment", skip_all, fields(payment_id = %order.out_trade_no))]
     pub async fn place(
         &self,
         order: Order,
@@ -309,6 +310,7 @@ impl Gateway {
     }
 
     /// Asks WeChat about an order and applies the answer.
+    #[tracing::instrument(name = "payment", skip_all, fields(payment_id = %out_trade_no))]
     pub async fn query_order(&self, out_trade_no: &str, actor: &str) -> Result<Order, Error> {
         let order = self.stored_order(out_trade_no).await?;
         let by = match &order.transaction_id {
@@ -412,6 +414,7 @@ impl Gateway {
     }
 
     /// Closes an unpaid order at WeChat, then in the store.
+    #[tracing::instrument(name = "payment", skip_all, fields(payment_id = %out_trade_no))]
     pub async fn close_order(&self, out_trade_no: &str, actor: &str) -> Result<Order, Error> {
         let order = self.stored_order(out_trade_no).await?;
         if !matches!(order.state, OrderState::Created | OrderState::Pending) {
@@ -470,6 +473,7 @@ impl Gateway {
     /// Refunds part or all of a paid order. The refund is stored (checked
     /// against what is left of the order) before it is sent; sending it
     /// again with the same `out_refund_no` is safe.
+    #[tracing::instrument(name = "payment", skip_all, fields(payment_id = %input.out_trade_no))]
     pub async fn refund(&self, input: &RefundRequestInput, actor: &str) -> Result<Refund, Error> {
         let order = self.stored_order(&input.out_trade_no).await?;
         if !order.state.is_paid() {

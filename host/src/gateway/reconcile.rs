@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use tracing::Instrument as _;
 
 use super::{Gateway, audit_event, now_ms, wechat_code};
 use crate::sandbox::bindings::merchant_api::RefundRef;
@@ -57,7 +58,10 @@ impl Gateway {
         {
             Ok(orders) => {
                 for order in orders {
-                    self.reconcile_order(order, &mut report).await;
+                    let span = tracing::info_span!("reconcile", payment_id = %order.out_trade_no);
+                    self.reconcile_order(order, &mut report)
+                        .instrument(span)
+                        .await;
                 }
             }
             Err(e) => report.errors.push(e.to_string()),
@@ -80,12 +84,28 @@ impl Gateway {
         {
             Ok(refunds) => {
                 for refund in refunds {
-                    self.reconcile_refund(refund, &mut report).await;
+                    let span = tracing::info_span!("reconcile", payment_id = %refund.out_trade_no);
+                    self.reconcile_refund(refund, &mut report)
+                        .instrument(span)
+                        .await;
                 }
             }
             Err(e) => report.errors.push(e.to_string()),
         }
+        self.count_reconciliation(&report);
         report
+    }
+
+    fn count_reconciliation(&self, report: &ReconcileReport) {
+        let metrics = &self.metrics;
+        metrics.reconciliation("orders_checked", report.orders_checked);
+        metrics.reconciliation("orders_changed", report.orders_changed);
+        metrics.reconciliation("orders_closed", report.orders_closed);
+        metrics.reconciliation("refunds_checked", report.refunds_checked);
+        metrics.reconciliation("refunds_changed", report.refunds_changed);
+        metrics.reconciliation("refunds_resent", report.refunds_resent);
+        metrics.reconciliation("approvals_carried_out", report.approvals_carried_out);
+        metrics.reconciliation("errors", report.errors.len());
     }
 
     /// Runs passes every `interval` until `shutdown` fires; the first pass

@@ -136,15 +136,21 @@ impl Drop for Served {
 }
 
 pub fn serve(config: &Path) -> Served {
+    serve_with(config, &[], Stdio::null())
+}
+
+/// `wxpay serve` with `extra` arguments, its log going to `stderr`.
+pub fn serve_with(config: &Path, extra: &[&str], stderr: Stdio) -> Served {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wxpay"))
         .args(["serve", "--no-probe", "-c", config.to_str().expect("utf8")])
+        .args(extra)
         .env_remove("WXPAY_API_KEY")
         .env(
             "XDG_CACHE_HOME",
             std::env::temp_dir().join("wxpay-cli-test-cache"),
         )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("serve");
     let stdout = child.stdout.take().expect("stdout");
