@@ -375,14 +375,12 @@ fn mcp_over_http_answers_initialize_and_refuses_to_start_without_a_token() {
     assert!(!reply.contains("wxpa_test"), "the token is not echoed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
-    let sim = simulator().await;
-    let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
-    let config = config_file(dir.path(), &sim, port);
-    let run = with_config(&config);
-    let _served = serve(&config);
+/// `wxpay agents add bot` for tea, with a 10,000-fen cap; returns its token.
+fn add_tea_agent(
+    run: &impl Fn(&[&str]) -> std::process::Output,
+    daily_budget_fen: &str,
+    approval_threshold_fen: &str,
+) -> String {
     let added = run(&[
         "agents",
         "add",
@@ -392,12 +390,23 @@ async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
         "--cap-fen",
         "10000",
         "--daily-budget-fen",
-        "50000",
+        daily_budget_fen,
         "--approval-threshold-fen",
-        "1000",
+        approval_threshold_fen,
     ]);
     assert!(added.status.success(), "{}", text(&added.stderr));
-    let token = text(&added.stdout).trim().to_owned();
+    text(&added.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let config = config_file(dir.path(), &sim, port);
+    let run = with_config(&config);
+    let _served = serve(&config);
+    let token = add_tea_agent(&run, "50000", "1000");
     assert!(
         token.starts_with("wxpa_"),
         "the token is printed once: {token}"
@@ -534,21 +543,7 @@ async fn metrics_count_a_scripted_flow_and_json_logs_carry_the_payment_id() {
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let served = serve_with(&config, &["--log-format", "json"], log.into());
-    let added = run(&[
-        "agents",
-        "add",
-        "bot",
-        "--products",
-        "tea",
-        "--cap-fen",
-        "10000",
-        "--daily-budget-fen",
-        "4000",
-        "--approval-threshold-fen",
-        "2000",
-    ]);
-    assert!(added.status.success(), "{}", text(&added.stderr));
-    let token = text(&added.stdout).trim().to_owned();
+    let token = add_tea_agent(&run, "4000", "2000");
     let http = reqwest::Client::new();
     let pay = |quantity: u32, key: &str| {
         let body =
