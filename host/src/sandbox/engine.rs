@@ -26,8 +26,6 @@
 
 use std::hash::{Hash as _, Hasher as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -127,35 +125,26 @@ pub struct Sandbox {
     limits: SandboxLimits,
     sha256: [u8; 32],
     size: usize,
-    _ticker: Option<EpochTicker>,
 }
 
-/// Advances an engine's epoch every [`EPOCH_TICK`] until dropped.
-struct EpochTicker {
-    stop: Arc<AtomicBool>,
-}
-
-impl EpochTicker {
-    fn start(engine: &Engine) -> Result<Self, Error> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (engine, stopped) = (engine.clone(), Arc::clone(&stop));
-        std::thread::Builder::new()
-            .name("wxpay-epoch".into())
-            .spawn(move || {
-                while !stopped.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+/// Advances `engine`'s epoch every [`EPOCH_TICK`] for as long as anything
+/// (this sandbox, a compiled component, an instance's store) still holds
+/// the engine, so a deadline keeps working for every instance it made.
+fn start_epoch_ticker(engine: &Engine) -> Result<(), Error> {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("wxpay-epoch".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(EPOCH_TICK);
+                match engine.upgrade() {
+                    Some(engine) => engine.increment_epoch(),
+                    None => break,
                 }
-            })
-            .map_err(|e| Error::Component(format!("cannot start the epoch thread: {e}")))?;
-        Ok(Self { stop })
-    }
-}
-
-impl Drop for EpochTicker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+            }
+        })
+        .map(drop)
+        .map_err(|e| Error::Component(format!("cannot start the epoch thread: {e}")))
 }
 
 impl Sandbox {
@@ -212,10 +201,9 @@ impl Sandbox {
                 .map_err(Error::component)?,
         )
         .map_err(Error::component)?;
-        let ticker = match limits.budget {
-            CallBudget::Deadline(_) => Some(EpochTicker::start(&engine)?),
-            CallBudget::Fuel(_) => None,
-        };
+        if let CallBudget::Deadline(_) = limits.budget {
+            start_epoch_ticker(&engine)?;
+        }
         Ok(Self {
             engine,
             component,
@@ -223,7 +211,6 @@ impl Sandbox {
             limits,
             sha256: Sha256::digest(bytes).into(),
             size: bytes.len(),
-            _ticker: ticker,
         })
     }
 
