@@ -8,8 +8,10 @@
 //! compare-and-set, then audit. [`Gateway`] is that sequence; the callback
 //! server, the reconciliation task and the operator CLI are thin callers.
 //!
-//! The store is synchronous (SQLite), so store calls run on tokio's
-//! blocking pool; component calls take microseconds and run inline.
+//! The store is synchronous, so writes (which wait for the disk) run on
+//! tokio's blocking pool, as do reads of a store across the network;
+//! reads of a local SQLite file and component calls take microseconds and
+//! run inline.
 
 mod notifications;
 mod orders;
