@@ -548,35 +548,26 @@ async fn metrics_count_a_scripted_flow_and_json_logs_carry_the_payment_id() {
     let pay = |quantity: u32, key: &str| {
         let body =
             serde_json::json!({"product_id": "tea", "quantity": quantity, "idempotency_key": key});
-        http.post(format!("http://127.0.0.1:{private}/v1/payments"))
+        let request = http
+            .post(format!("http://127.0.0.1:{private}/v1/payments"))
             .bearer_auth(&token)
             .header("Content-Type", "application/json")
-            .body(body.to_string())
-            .send()
+            .body(body.to_string());
+        async move {
+            let reply = request.send().await.expect("pay");
+            let status = reply.status().as_u16();
+            let text = reply.text().await.expect("text");
+            let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+            (status, value)
+        }
     };
-    let placed: serde_json::Value = serde_json::from_str(
-        &pay(1, "m-1")
-            .await
-            .expect("pay")
-            .text()
-            .await
-            .expect("text"),
-    )
-    .expect("json");
+    let (_, placed) = pay(1, "m-1").await;
     assert_eq!(placed["status"], "payment_pending", "{placed}");
     let no = placed["payment_id"].as_str().expect("id").to_owned();
-    let held: serde_json::Value = serde_json::from_str(
-        &pay(2, "m-2")
-            .await
-            .expect("pay")
-            .text()
-            .await
-            .expect("text"),
-    )
-    .expect("json");
+    let (_, held) = pay(2, "m-2").await;
     assert_eq!(held["status"], "pending_approval", "{held}");
-    let refused = pay(1, "m-3").await.expect("pay");
-    assert_eq!(refused.status().as_u16(), 403, "over budget");
+    let (status, refused) = pay(1, "m-3").await;
+    assert_eq!(status, 403, "over budget: {refused}");
 
     let paid = http
         .post(format!("{sim}/admin/pay"))

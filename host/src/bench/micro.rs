@@ -188,6 +188,21 @@ impl BothSides {
             native,
         })
     }
+
+    /// [`interleaved`] with the component's side and the native side.
+    fn compare(
+        &mut self,
+        effort: Effort,
+        mut component: impl FnMut(&mut SignerInstance, &MerchantHandle) -> Result<(), Error>,
+        mut native: impl FnMut(&NativeMerchant) -> Result<(), Error>,
+    ) -> Result<(Duration, Duration), Error> {
+        let Self {
+            instance,
+            merchant,
+            native: core,
+        } = self;
+        interleaved(effort, || component(instance, merchant), || native(core))
+    }
 }
 
 /// A unifiedorder as a merchant sends one: 16 fields besides `sign`.
@@ -221,29 +236,21 @@ pub fn unified_order_fields() -> Pairs {
 pub fn sign(sandbox: &Sandbox, effort: Effort, algorithm: SignType) -> Result<Comparison, Error> {
     let mut both = BothSides::new(sandbox)?;
     let pairs = unified_order_fields();
-    let native_algorithm = match algorithm {
-        SignType::Md5 => NativeSignType::Md5,
-        SignType::HmacSha256 => NativeSignType::HmacSha256,
-    };
+    let native_algorithm: NativeSignType = algorithm.into();
     let native_sign = |native: &NativeMerchant, pairs: &Pairs| -> Result<String, Error> {
         let params = params::from_pairs(pairs.iter().cloned()).map_err(native_error)?;
         Ok(native.sign(&params, native_algorithm))
     };
     let expected = native_sign(&both.native, &pairs)?;
-    let BothSides {
-        instance,
-        merchant,
-        native,
-    } = &mut both;
-    let (subject, baseline) = interleaved(
+    let (subject, baseline) = both.compare(
         effort,
-        || {
+        |instance, merchant| {
             agree(
                 &instance.sign(merchant, &pairs, Some(algorithm))?,
                 &expected,
             )
         },
-        || {
+        |native| {
             agree(
                 &native_sign(native, std::hint::black_box(&pairs))?,
                 &expected,
@@ -284,18 +291,13 @@ pub fn verify(sandbox: &Sandbox, effort: Effort) -> Result<Comparison, Error> {
         fee_type: Some("CNY".into()),
         sign_type: Some(NativeSignType::HmacSha256),
     };
-    let BothSides {
-        instance,
-        merchant,
-        native,
-    } = &mut both;
-    let (subject, baseline) = interleaved(
+    let (subject, baseline) = both.compare(
         effort,
-        || {
+        |instance, merchant| {
             let notice = instance.verify_payment_notification(merchant, &body, Some(&expected))?;
             agree(&notice.transaction_id, "4200000000000000000000000042")
         },
-        || {
+        |native| {
             let notice = native
                 .verify_payment_notification(std::hint::black_box(&body), Some(&native_expected))
                 .map_err(native_error)?;

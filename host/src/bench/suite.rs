@@ -138,15 +138,15 @@ pub struct SuiteReport {
 pub fn run(options: &SuiteOptions, out: &mut (dyn Write + Send)) -> Result<SuiteReport, Error> {
     let machine = super::machine();
     say(out, &format!("wxpay bench suite — {machine}\n"));
-    let micro = run_micro(options, out)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::input("tokio runtime", e))?;
     let sandbox = Arc::new(Sandbox::from_bytes(
         &options.component,
         crate::sandbox::SandboxLimits::default(),
     )?);
+    let micro = run_micro(&sandbox, options, out)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::input("tokio runtime", e))?;
     let mut stores = vec![runtime.block_on(end_to_end(
         Arc::clone(&sandbox),
         None,
@@ -180,16 +180,15 @@ pub fn run(options: &SuiteOptions, out: &mut (dyn Write + Send)) -> Result<Suite
 }
 
 fn run_micro(
+    sandbox: &Sandbox,
     options: &SuiteOptions,
     out: &mut (dyn Write + Send),
 ) -> Result<Vec<Comparison>, Error> {
-    let sandbox =
-        Sandbox::from_bytes(&options.component, crate::sandbox::SandboxLimits::default())?;
     let effort = options.effort;
     let mut results = vec![
-        micro::sign(&sandbox, effort, SignType::Md5)?,
-        micro::sign(&sandbox, effort, SignType::HmacSha256)?,
-        micro::verify(&sandbox, effort)?,
+        micro::sign(sandbox, effort, SignType::Md5)?,
+        micro::sign(sandbox, effort, SignType::HmacSha256)?,
+        micro::verify(sandbox, effort)?,
         micro::instantiate(&options.component, effort)?,
     ];
     results.extend(micro::cold_start(&options.wxpay, effort)?);
