@@ -201,8 +201,10 @@ pub(crate) fn client(concurrency: usize) -> Result<reqwest::Client, Error> {
 }
 
 /// Fails, naming the first failure, unless every request of every phase succeeded.
-pub(crate) fn all_succeeded(reports: &[PhaseReport]) -> Result<(), Error> {
-    match reports.iter().find(|r| r.failed > 0) {
+pub(crate) fn all_succeeded<'a>(
+    reports: impl IntoIterator<Item = &'a PhaseReport>,
+) -> Result<(), Error> {
+    match reports.into_iter().find(|r| r.failed > 0) {
         None => Ok(()),
         Some(failed) => Err(Error::input(
             "bench",

@@ -290,11 +290,8 @@ async fn end_to_end(
         &format!("saturated   {}\n            {}", ours.line(), base.line()),
     );
     load::check_paid(&stage.gateway, &orders).await?;
-    let mut all = vec![intents.clone(), ours.clone(), base.clone()];
-    for (_, o, b) in &callbacks {
-        all.extend([o.clone(), b.clone()]);
-    }
-    load::all_succeeded(&all)?;
+    let at_loads = callbacks.iter().flat_map(|(_, o, b)| [o, b]);
+    load::all_succeeded([&intents, &ours, &base].into_iter().chain(at_loads))?;
     Ok(StoreRun {
         store,
         intents,
