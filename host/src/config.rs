@@ -53,6 +53,9 @@ pub struct GatewayConfig {
     /// Prepaid balances.
     #[serde(default)]
     pub ledger: LedgerSection,
+    /// The operators' web console and its passkeys.
+    #[serde(default)]
+    pub console: ConsoleSection,
     /// What may be sold, at what price.
     #[serde(default)]
     pub products: Vec<ProductEntry>,
@@ -81,6 +84,36 @@ impl Default for LedgerSection {
             min_topup_fen: 1_000,
             max_topup_fen: 200_000,
             meter_product: None,
+        }
+    }
+}
+
+/// `[console]`: the operators' web console at `/console`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSection {
+    /// The address operators' browsers open, e.g. `https://pay-admin.example.com`
+    /// or `http://localhost:8081`. Passkeys are bound to its host name and
+    /// every ceremony's origin must equal it. Default: `http://localhost:`
+    /// and the port of the listener that serves the console.
+    pub url: Option<String>,
+    /// Approving a payment or refund of more than this many fen needs a
+    /// fresh passkey assertion in the console, bound to that approval;
+    /// `wxpay approvals approve` refuses it.
+    pub passkey_threshold_fen: u64,
+    /// How long a sign-in lasts.
+    pub session_minutes: u64,
+    /// How long an invite link from `wxpay operators invite` stays valid.
+    pub invite_minutes: u64,
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            passkey_threshold_fen: 100_000,
+            session_minutes: 8 * 60,
+            invite_minutes: 24 * 60,
         }
     }
 }
@@ -429,6 +462,23 @@ impl GatewayConfig {
         if self.ledger.min_topup_fen == 0 || self.ledger.min_topup_fen > self.ledger.max_topup_fen {
             return Err("ledger: 1 <= min_topup_fen <= max_topup_fen is required".into());
         }
+        self.check_console()
+    }
+
+    fn check_console(&self) -> Result<(), String> {
+        if let Some(url) = &self.console.url {
+            let loopback_http = url.starts_with("http://localhost")
+                || url.starts_with("http://127.0.0.1")
+                || url.starts_with("http://[::1]");
+            if !(url.starts_with("https://") || loopback_http) {
+                return Err(format!(
+                    "console.url must be https://, or http:// to localhost, not {url:?}: browsers allow passkeys only there"
+                ));
+            }
+        }
+        if self.console.session_minutes == 0 || self.console.invite_minutes == 0 {
+            return Err("console: session_minutes and invite_minutes must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -557,6 +607,22 @@ impl GatewayConfig {
                 .order_expiry_minutes
                 .unwrap_or(defaults.order_expiry_minutes),
             max_note_bytes: p.max_note_bytes.unwrap_or(defaults.max_note_bytes),
+        }
+    }
+
+    /// The console's address as browsers see it: `console.url`, else
+    /// `http://localhost:<port>` of the listener that serves it.
+    pub fn console_url(&self) -> String {
+        match &self.console.url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => {
+                let port = self
+                    .server
+                    .agent_listen
+                    .unwrap_or(self.server.listen)
+                    .port();
+                format!("http://localhost:{port}")
+            }
         }
     }
 

@@ -86,6 +86,20 @@ pub enum Error {
         /// The rule it breaks.
         reason: String,
     },
+    /// An approval above `console.passkey_threshold_fen` was asked for
+    /// without a passkey assertion bound to it (the CLI, or a console
+    /// session alone).
+    #[error(
+        "approval {id} is for {amount_fen} fen, above the passkey threshold of {threshold_fen} fen: approve it in the console with a passkey"
+    )]
+    PasskeyRequired {
+        /// The approval's number.
+        id: i64,
+        /// Its amount.
+        amount_fen: u64,
+        /// `console.passkey_threshold_fen`.
+        threshold_fen: u64,
+    },
 }
 
 impl Error {

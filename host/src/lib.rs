@@ -26,6 +26,7 @@ pub mod bench;
 pub mod callbacks;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod error;
 pub mod fuzzing;

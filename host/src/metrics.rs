@@ -220,7 +220,8 @@ impl Metrics {
         self.inner.guardrail_refusals.get_or_create(&labels).inc();
     }
 
-    /// An approval of `kind` was `requested`, `approved` or `denied`.
+    /// An approval of `kind` was `requested`, `approved` or `denied`, or an
+    /// approval without a passkey was refused (`needs_passkey`).
     pub fn approval(&self, kind: &'static str, decision: &'static str) {
         let labels = ApprovalLabels { kind, decision };
         self.inner.approvals.get_or_create(&labels).inc();

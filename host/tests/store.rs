@@ -16,9 +16,9 @@ use std::sync::{Arc, Barrier};
 
 use wxpay::store::{
     Admission, AgentRecord, ApprovalInput, ApprovalKind, ApprovalState, AuditEventInput, Charge,
-    ChargeInput, Inserted, NotificationKind, Order, OrderPatch, OrderState, Refund, RefundInsert,
-    RefundPatch, RefundState, SCHEMA_VERSION, SpendLimit, SqliteStore, Store, StoreError,
-    Transition, Usage, Verdict,
+    ChargeInput, ConsoleKind, ConsoleRecord, Inserted, NotificationKind, Order, OrderPatch,
+    OrderState, Refund, RefundInsert, RefundPatch, RefundState, SCHEMA_VERSION, SpendLimit,
+    SqliteStore, Store, StoreError, Transition, Usage, Verdict,
 };
 use wxpay_guest::SignType;
 
@@ -170,6 +170,8 @@ on_both_backends!(
     meters_accumulate_until_settled,
     audit_events_are_appended_with_the_change_and_only_then,
     a_lease_has_one_holder_until_it_expires,
+    console_records_expire_and_one_time_records_are_taken_once,
+    the_audit_head_is_the_newest_seq,
 );
 
 fn insert_new(store: &dyn Store, o: &Order) {
@@ -632,6 +634,104 @@ fn an_applied_payment_survives_reopening(backend: &Backend) {
 }
 
 // --- audit log ---------------------------------------------------------------
+
+fn console_record(
+    kind: ConsoleKind,
+    key: &str,
+    value: &str,
+    expires: Option<i64>,
+) -> ConsoleRecord {
+    ConsoleRecord {
+        kind,
+        key: key.to_owned(),
+        value: value.to_owned(),
+        expires_at_ms: expires,
+    }
+}
+
+fn console_records_expire_and_one_time_records_are_taken_once(backend: &Backend) {
+    let store = backend.open();
+    let now = 1_000_000;
+    for record in [
+        console_record(ConsoleKind::Invite, "b", "{\"n\":2}", Some(now + 10)),
+        console_record(ConsoleKind::Invite, "a", "{\"n\":1}", None),
+        console_record(ConsoleKind::Invite, "old", "{}", Some(now)),
+        console_record(ConsoleKind::Session, "a", "{\"session\":true}", None),
+    ] {
+        store.put_console_record(&record).expect("put");
+    }
+    let read = |kind, key: &str, at| store.console_record(kind, key, at).expect("read");
+    assert_eq!(
+        read(ConsoleKind::Invite, "a", now).as_deref(),
+        Some("{\"n\":1}")
+    );
+    assert_eq!(
+        read(ConsoleKind::Session, "a", now).as_deref(),
+        Some("{\"session\":true}"),
+        "kinds are separate key spaces"
+    );
+    assert_eq!(
+        read(ConsoleKind::Invite, "old", now),
+        None,
+        "expired at its instant"
+    );
+    assert_eq!(
+        read(ConsoleKind::Invite, "b", now + 9).as_deref(),
+        Some("{\"n\":2}")
+    );
+    assert_eq!(read(ConsoleKind::Invite, "b", now + 10), None);
+
+    let listed = store
+        .console_records(ConsoleKind::Invite, now)
+        .expect("list");
+    assert_eq!(
+        listed,
+        [
+            ("a".to_owned(), "{\"n\":1}".to_owned()),
+            ("b".to_owned(), "{\"n\":2}".to_owned())
+        ],
+        "live records in key order"
+    );
+
+    store
+        .put_console_record(&console_record(ConsoleKind::Invite, "a", "{\"n\":3}", None))
+        .expect("replace");
+    let taken = on_connections(backend, 4, |_, store| {
+        store
+            .take_console_record(ConsoleKind::Invite, "a", now)
+            .expect("take")
+    });
+    let winners: Vec<_> = taken.iter().flatten().collect();
+    assert_eq!(
+        winners,
+        ["{\"n\":3}"],
+        "exactly one taker gets it: {taken:?}"
+    );
+    assert_eq!(read(ConsoleKind::Invite, "a", now), None);
+    assert_eq!(
+        store
+            .take_console_record(ConsoleKind::Invite, "b", now + 10)
+            .expect("take"),
+        None,
+        "an expired record cannot be taken"
+    );
+    assert_eq!(
+        store
+            .console_records(ConsoleKind::Invite, now)
+            .expect("list"),
+        [],
+        "taking removes it, expired or not"
+    );
+}
+
+fn the_audit_head_is_the_newest_seq(backend: &Backend) {
+    let store = backend.open();
+    assert_eq!(store.latest_audit_seq().expect("head"), 0, "an empty log");
+    let first = store.append_audit(&audit_input("a")).expect("append");
+    let second = store.append_audit(&audit_input("b")).expect("append");
+    assert!(second > first);
+    assert_eq!(store.latest_audit_seq().expect("head"), second);
+}
 
 fn the_audit_log_is_ordered(backend: &Backend) {
     let store = backend.open();

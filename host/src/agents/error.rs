@@ -86,6 +86,9 @@ impl From<Error> for AgentError {
             }
             Error::NotFound { .. } => Self::not_found(e.to_string()),
             Error::Conflict { .. } => Self::conflict("conflict", e.to_string()),
+            Error::PasskeyRequired { .. } => {
+                Self::new(StatusCode::FORBIDDEN, "passkey_required", e.to_string())
+            }
             Error::Wechat { .. } => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "wechat_error",

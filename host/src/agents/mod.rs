@@ -34,7 +34,8 @@ use sha2::{Digest as _, Sha256};
 
 pub use self::error::AgentError;
 pub use self::payments::{
-    PaymentIntent, PaymentView, RefundIntent, RefundView, approve, carry_out, deny, qr_svg,
+    PasskeyProof, PaymentIntent, PaymentView, RefundIntent, RefundView, approve,
+    approve_with_passkey, carry_out, deny, qr_svg,
 };
 
 use crate::store::AgentRecord;
@@ -128,10 +129,17 @@ pub const BUDGET_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// A new bearer token: `wxpa_` and 256 random bits, base64url.
 pub fn new_token() -> String {
+    random_token("wxpa_")
+}
+
+/// `prefix` and 32 random bytes in URL-safe base64: a bearer secret whose
+/// prefix says what it opens (agents `wxpa_`, console invites and cookies
+/// their own).
+pub(crate) fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let token = format!(
-        "wxpa_{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     );
     zeroize::Zeroize::zeroize(&mut bytes);

@@ -639,10 +639,66 @@ fn pending_refund_view(approval: &Approval, payment_id: &str) -> RefundView {
     }
 }
 
+/// Proof that an operator's passkey assertion, bound to one approval, was
+/// just verified. Only the console's passkey ceremony makes one.
+#[derive(Debug)]
+pub struct PasskeyProof {
+    approval_id: i64,
+}
+
+impl PasskeyProof {
+    /// Made by the console after `finish_passkey_authentication` succeeded
+    /// for a ceremony started for `approval_id`.
+    pub(crate) fn verified_for(approval_id: i64) -> Self {
+        Self { approval_id }
+    }
+}
+
 /// `wxpay approvals approve`: marks the approval approved (once), then
 /// carries out the payment or refund it held. Approving an approved one
 /// again retries the carrying out; reconciliation retries it too.
+///
+/// Refused with [`Error::PasskeyRequired`] when the amount is above
+/// `console.passkey_threshold_fen`: that takes [`approve_with_passkey`].
 pub async fn approve(gateway: &Gateway, id: i64, operator: &str) -> Result<Approval, Error> {
+    approve_as(gateway, id, operator, None).await
+}
+
+/// Approves with a verified passkey assertion bound to this approval: the
+/// only way past `console.passkey_threshold_fen`.
+pub async fn approve_with_passkey(
+    gateway: &Gateway,
+    operator: &str,
+    proof: &PasskeyProof,
+) -> Result<Approval, Error> {
+    approve_as(gateway, proof.approval_id, operator, Some(proof)).await
+}
+
+async fn approve_as(
+    gateway: &Gateway,
+    id: i64,
+    operator: &str,
+    proof: Option<&PasskeyProof>,
+) -> Result<Approval, Error> {
+    let asked = gateway
+        .read(move |s| s.approval_by_id(id))
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "approval",
+            id: id.to_string(),
+        })?;
+    let threshold_fen = gateway.config().console.passkey_threshold_fen;
+    let proven = proof.is_some_and(|p| p.approval_id == id);
+    if asked.amount_fen > threshold_fen && !proven {
+        gateway
+            .metrics()
+            .approval(asked.kind.as_str(), "needs_passkey");
+        return Err(Error::PasskeyRequired {
+            id,
+            amount_fen: asked.amount_fen,
+            threshold_fen,
+        });
+    }
     let decided = gateway
         .db({
             let operator = operator.to_owned();
@@ -658,7 +714,7 @@ pub async fn approve(gateway: &Gateway, id: i64, operator: &str) -> Result<Appro
             let a = decided_or_error(other, id, ApprovalState::Approved)?;
             gateway.metrics().approval(a.kind.as_str(), "approved");
             gateway
-                .audit(&who, "approval.approve", &a.subject, "approved", json!({"approval_id": id, "kind": a.kind.as_str(), "amount_fen": a.amount_fen, "agent_id": a.agent_id}))
+                .audit(&who, "approval.approve", &a.subject, "approved", json!({"approval_id": id, "kind": a.kind.as_str(), "amount_fen": a.amount_fen, "agent_id": a.agent_id, "passkey": proven}))
                 .await?;
             a
         }

@@ -252,6 +252,52 @@ pub(super) fn approvals(args: &ApprovalsArgs) -> Result<(), Error> {
 }
 
 #[derive(Debug, Args)]
+pub(super) struct OperatorsArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(subcommand)]
+    action: OperatorsAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum OperatorsAction {
+    /// Print a one-time link that registers a passkey for this operator
+    /// (a new one, or another device of an existing one).
+    Invite {
+        /// The operator's name, recorded on every approval they decide.
+        name: String,
+    },
+    /// List operators and how many passkeys each has.
+    List,
+}
+
+/// `wxpay operators ...`.
+pub(super) fn operators(args: &OperatorsArgs) -> Result<(), Error> {
+    runtime()?.block_on(async {
+        let gateway = args.config.gateway().await?;
+        match &args.action {
+            OperatorsAction::Invite { name } => {
+                let invite = crate::console::invite(&gateway, name).await?;
+                let until = chrono::DateTime::from_timestamp_millis(invite.expires_at_ms)
+                    .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                    .unwrap_or_default();
+                outln!("{}", invite.url);
+                eprintln!("open it in the browser of {name} before {until}; it works once");
+            }
+            OperatorsAction::List => {
+                let listed: Vec<_> = crate::console::operator_names(&gateway)
+                    .await?
+                    .into_iter()
+                    .map(|(name, passkeys)| json!({"name": name, "passkeys": passkeys}))
+                    .collect();
+                print_json(&json!(listed))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[derive(Debug, Args)]
 pub(super) struct AuditArgs {
     #[command(flatten)]
     config: ConfigArgs,

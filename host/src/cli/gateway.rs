@@ -105,8 +105,13 @@ pub(super) fn serve(args: &ServeArgs) -> Result<(), Error> {
             "serving"
         );
         let callbacks = callbacks::router(Arc::clone(&gateway));
-        let agents =
-            crate::agents::api::router(Arc::clone(&gateway)).merge(crate::metrics::router(gateway));
+        let agents = crate::agents::api::router(Arc::clone(&gateway))
+            .merge(crate::metrics::router(Arc::clone(&gateway)))
+            .merge(crate::console::router(Arc::clone(&gateway))?);
+        outln!(
+            "wxpay console at {}/console",
+            gateway.config().console_url()
+        );
         let (quit, quitting) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown_signal().await;

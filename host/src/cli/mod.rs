@@ -69,6 +69,8 @@ enum Command {
     Approvals(agents::ApprovalsArgs),
     /// Print the append-only audit log.
     Audit(agents::AuditArgs),
+    /// Invite or list the operators who sign in to the console with passkeys.
+    Operators(agents::OperatorsArgs),
     /// The MCP server for an agent (stdio, or streamable HTTP with --http); token from WXPAY_AGENT_TOKEN.
     Mcp(McpArgs),
     /// Print the agent tools for function-calling frameworks.
@@ -314,6 +316,7 @@ pub fn run() -> ExitCode {
         Command::Agents(args) => agents::agents(args),
         Command::Approvals(args) => agents::approvals(args),
         Command::Audit(args) => agents::audit_log(args),
+        Command::Operators(args) => agents::operators(args),
         Command::Mcp(args) => mcp(args),
         Command::Tools(args) => tools(args),
     };

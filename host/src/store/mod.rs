@@ -42,6 +42,7 @@
 use std::fmt;
 
 mod agents;
+mod console;
 mod error;
 mod ledger;
 mod meters;
@@ -54,6 +55,7 @@ mod types;
 pub use self::agents::{
     Admission, AgentRecord, Approval, ApprovalInput, ApprovalKind, ApprovalState, SpendLimit,
 };
+pub use self::console::{ConsoleKind, ConsoleRecord};
 pub use self::error::StoreError;
 pub use self::ledger::{Charge, ChargeInput, LedgerEntry};
 pub use self::meters::{Meter, Usage};
@@ -406,4 +408,34 @@ pub trait Store: Send + Sync {
         now_ms: i64,
         until_ms: i64,
     ) -> StoreResult<bool>;
+
+    /// The `seq` of the newest audit event, 0 for an empty log.
+    fn latest_audit_seq(&self) -> StoreResult<i64>;
+
+    /// Stores the console record, replacing one with the same kind and key.
+    fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()>;
+
+    /// The console record's document, unless it is missing or expired at
+    /// `now_ms`.
+    fn console_record(
+        &self,
+        kind: ConsoleKind,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>>;
+
+    /// Deletes the console record and returns its document if it was there
+    /// and unexpired at `now_ms` — atomically, so of two concurrent takers
+    /// exactly one gets it (one-time invites and challenges).
+    fn take_console_record(
+        &self,
+        kind: ConsoleKind,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>>;
+
+    /// Every unexpired record of the kind at `now_ms`, as (key, document),
+    /// in key order.
+    fn console_records(&self, kind: ConsoleKind, now_ms: i64)
+    -> StoreResult<Vec<(String, String)>>;
 }

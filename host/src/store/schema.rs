@@ -44,10 +44,26 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         sql: V6_LEASES,
     },
+    Migration {
+        version: 7,
+        sql: V7_CONSOLE,
+    },
 ];
 
 /// The highest schema version this build knows.
-pub(crate) const KNOWN_VERSION: i64 = 6;
+pub(crate) const KNOWN_VERSION: i64 = 7;
+
+/// The operator console's records (invites, operators and their passkeys,
+/// sessions, ceremonies in flight), as JSON documents the console owns.
+const V7_CONSOLE: &str = "
+CREATE TABLE console_records (
+    kind          TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    expires_at_ms INTEGER,
+    PRIMARY KEY (kind, key)
+) STRICT;
+";
 
 /// Named leases, so gateways sharing a store take turns at periodic work
 /// (one reconciles at a time) instead of all asking WeChat the same thing.

@@ -50,7 +50,7 @@ use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
     OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
 };
-use super::{Store, StoreResult, check_audit};
+use super::{ConsoleKind, ConsoleRecord, Store, StoreResult, check_audit};
 
 /// The store script, loaded once per server and then called by its hash.
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("store.lua")));
@@ -359,6 +359,13 @@ pub fn redact_url(url: &str) -> String {
             format!("{scheme}://{user}:***@{host}")
         }
         None => url.to_owned(),
+    }
+}
+
+fn optional_text(value: &Value, what: &'static str) -> StoreResult<Option<String>> {
+    match value {
+        Value::Nil => Ok(None),
+        other => text(other, what).map(Some),
     }
 }
 
@@ -915,6 +922,67 @@ impl Store for RedisStore {
         let mut args = Args::default();
         args.text(name).text(holder).int(now_ms).int(until_ms);
         Ok(fields::integer(&self.call("acquire_lease", &mut args)?, "leases")? == 1)
+    }
+
+    fn latest_audit_seq(&self) -> StoreResult<i64> {
+        fields::integer(
+            &self.call("latest_audit_seq", &mut Args::default())?,
+            "audit log",
+        )
+    }
+
+    fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()> {
+        let mut args = Args::default();
+        args.text(record.kind.as_str())
+            .text(&record.key)
+            .text(&record.value)
+            .opt_int(record.expires_at_ms);
+        self.call("put_console_record", &mut args).map(drop)
+    }
+
+    fn console_record(
+        &self,
+        kind: ConsoleKind,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>> {
+        let mut args = Args::default();
+        args.text(kind.as_str()).text(key).int(now_ms);
+        optional_text(&self.call("console_record", &mut args)?, "console record")
+    }
+
+    fn take_console_record(
+        &self,
+        kind: ConsoleKind,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>> {
+        let mut args = Args::default();
+        args.text(kind.as_str()).text(key).int(now_ms);
+        optional_text(
+            &self.call("take_console_record", &mut args)?,
+            "console record",
+        )
+    }
+
+    fn console_records(
+        &self,
+        kind: ConsoleKind,
+        now_ms: i64,
+    ) -> StoreResult<Vec<(String, String)>> {
+        let mut args = Args::default();
+        args.text(kind.as_str()).int(now_ms);
+        let reply = self.call("console_records", &mut args)?;
+        list(&reply, "console records")?
+            .chunks(2)
+            .map(|pair| match pair {
+                [name, value] => Ok((
+                    text(name, "console record")?,
+                    text(value, "console record")?,
+                )),
+                _ => Err(StoreError::corrupt("console records", "odd length")),
+            })
+            .collect()
     }
 
     fn approvals_to_carry_out(&self, limit: u32) -> StoreResult<Vec<Approval>> {

@@ -29,6 +29,8 @@
 --   P ledger_payer:<payer>  list   the payer's seqs; P balance:<payer> their sum
 --   P meter:<id>            hash   with total_fen; P usage:<ref> hash
 --   P lease:<name>          hash   holder, expires_at_ms
+--   P console:<kind>:<key>  hash   value, expires_at_ms ('' for never);
+--                                  P console_keys:<kind> set of the kind's keys
 
 local P = ARGV[1]
 local A = {}
@@ -803,6 +805,63 @@ function ops.acquire_lease()
     return 1
   end
   return 0
+end
+
+function ops.latest_audit_seq()
+  return tonumber(redis.call('GET', key('seq', 'audit')) or '0')
+end
+
+-- The record's value, or nil when it is missing or expired at `now`.
+local function live_console_value(k, now)
+  local r = redis.call('HMGET', k, 'value', 'expires_at_ms')
+  if not r[1] then
+    return nil
+  end
+  if r[2] ~= '' and tonumber(r[2]) <= tonumber(now) then
+    return nil
+  end
+  return r[1]
+end
+
+local function forget_console_record(kind, name)
+  redis.call('DEL', key('console', kind, name))
+  redis.call('SREM', key('console_keys', kind), name)
+end
+
+function ops.put_console_record()
+  local kind, name, value, expires = A[1], A[2], A[3], opt(A[4])
+  redis.call('HSET', key('console', kind, name), 'value', value, 'expires_at_ms', expires or '')
+  redis.call('SADD', key('console_keys', kind), name)
+  return 1
+end
+
+function ops.console_record()
+  return live_console_value(key('console', A[1], A[2]), A[3]) or false
+end
+
+function ops.take_console_record()
+  local value = live_console_value(key('console', A[1], A[2]), A[3])
+  forget_console_record(A[1], A[2])
+  return value or false
+end
+
+-- Every live record of the kind as key, value, key, value, ...; expired
+-- ones are deleted on the way.
+function ops.console_records()
+  local kind, now = A[1], A[2]
+  local names = redis.call('SMEMBERS', key('console_keys', kind))
+  table.sort(names)
+  local out = {}
+  for _, name in ipairs(names) do
+    local value = live_console_value(key('console', kind, name), now)
+    if value then
+      out[#out + 1] = name
+      out[#out + 1] = value
+    else
+      forget_console_record(kind, name)
+    end
+  end
+  return out
 end
 
 -- Builds agent_spend from the orders once, for data written before it

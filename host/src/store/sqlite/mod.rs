@@ -17,7 +17,7 @@ mod readers;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, Params, Row, params};
+use rusqlite::{Connection, OptionalExtension as _, Params, Row, params};
 
 use self::checkpoint::Checkpointer;
 pub use self::group_commit::CommitStats;
@@ -39,7 +39,7 @@ use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
     OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
 };
-use super::{Store, StoreResult, check_audit};
+use super::{ConsoleKind, ConsoleRecord, Store, StoreResult, check_audit};
 
 /// How long a write waits for another connection's lock before failing
 /// with `database is locked`.
@@ -1038,6 +1038,92 @@ impl Store for SqliteStore {
                 .ctx("read lease")?;
             Ok(current == holder)
         })
+    }
+
+    fn latest_audit_seq(&self) -> StoreResult<i64> {
+        self.reader()?
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM audit_log")
+            .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+            .ctx("read the audit log's head")
+    }
+
+    fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO console_records (kind, key, value, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (kind, key) DO UPDATE
+                    SET value = excluded.value, expires_at_ms = excluded.expires_at_ms",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    record.kind.as_str(),
+                    record.key,
+                    record.value,
+                    record.expires_at_ms
+                ])
+            })
+            .ctx("store console record")?;
+            Ok(())
+        })
+    }
+
+    fn console_record(
+        &self,
+        kind: ConsoleKind,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>> {
+        query_one(
+            &*self.reader()?,
+            "read console record",
+            "SELECT value FROM console_records
+             WHERE kind = ?1 AND key = ?2 AND (expires_at_ms IS NULL OR expires_at_ms > ?3)",
+            params![kind.as_str(), key, now_ms],
+            |row| row.get(0).ctx("read console record"),
+        )
+    }
+
+    fn take_console_record(
+        &self,
+        kind: ConsoleKind,
+        key: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<String>> {
+        self.write(|tx| {
+            let taken: Option<(String, Option<i64>)> = tx
+                .prepare_cached(
+                    "DELETE FROM console_records WHERE kind = ?1 AND key = ?2
+                     RETURNING value, expires_at_ms",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_row(params![kind.as_str(), key], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .ctx("take console record")?;
+            Ok(taken
+                .and_then(|(value, expires)| expires.is_none_or(|at| at > now_ms).then_some(value)))
+        })
+    }
+
+    fn console_records(
+        &self,
+        kind: ConsoleKind,
+        now_ms: i64,
+    ) -> StoreResult<Vec<(String, String)>> {
+        query_all(
+            &*self.reader()?,
+            "read console records",
+            "SELECT key, value FROM console_records
+             WHERE kind = ?1 AND (expires_at_ms IS NULL OR expires_at_ms > ?2) ORDER BY key",
+            params![kind.as_str(), now_ms],
+            |row| {
+                Ok((
+                    row.get(0).ctx("read console record")?,
+                    row.get(1).ctx("read console record")?,
+                ))
+            },
+        )
     }
 
     fn approvals_to_carry_out(&self, limit: u32) -> StoreResult<Vec<Approval>> {
