@@ -376,6 +376,30 @@ fn mcp_over_http_answers_initialize_and_refuses_to_start_without_a_token() {
 }
 
 /// `wxpay agents add bot` for tea, with a 10,000-fen cap; returns its token.
+/// An agent's payment intent for `quantity` teas; the reply's status and body.
+fn place_tea(
+    http: &reqwest::Client,
+    port: u16,
+    token: &str,
+    quantity: u32,
+    key: &str,
+) -> impl Future<Output = (u16, serde_json::Value)> + use<> {
+    let body =
+        serde_json::json!({"product_id": "tea", "quantity": quantity, "idempotency_key": key});
+    let request = http
+        .post(format!("http://127.0.0.1:{port}/v1/payments"))
+        .bearer_auth(token)
+        .header("Content-Type", "application/json")
+        .body(body.to_string());
+    async move {
+        let reply = request.send().await.expect("pay");
+        let status = reply.status().as_u16();
+        let text = reply.text().await.expect("text");
+        let value: serde_json::Value = serde_json::from_str(&text).expect("json");
+        (status, value)
+    }
+}
+
 fn add_tea_agent(
     run: &impl Fn(&[&str]) -> std::process::Output,
     daily_budget_fen: &str,
@@ -545,22 +569,7 @@ async fn metrics_count_a_scripted_flow_and_json_logs_carry_the_payment_id() {
     let served = serve_with(&config, &["--log-format", "json"], log.into());
     let token = add_tea_agent(&run, "4000", "2000");
     let http = reqwest::Client::new();
-    let pay = |quantity: u32, key: &str| {
-        let body =
-            serde_json::json!({"product_id": "tea", "quantity": quantity, "idempotency_key": key});
-        let request = http
-            .post(format!("http://127.0.0.1:{private}/v1/payments"))
-            .bearer_auth(&token)
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
-        async move {
-            let reply = request.send().await.expect("pay");
-            let status = reply.status().as_u16();
-            let text = reply.text().await.expect("text");
-            let value: serde_json::Value = serde_json::from_str(&text).expect("json");
-            (status, value)
-        }
-    };
+    let pay = |quantity: u32, key: &str| place_tea(&http, private, &token, quantity, key);
     let (_, placed) = pay(1, "m-1").await;
     assert_eq!(placed["status"], "payment_pending", "{placed}");
     let no = placed["payment_id"].as_str().expect("id").to_owned();
@@ -850,4 +859,190 @@ fn the_store_setting_takes_a_redis_url_and_never_prints_its_password() {
     let typo = with("reddis://ops:hunter2@10.0.0.5").expect_err("not a redis URL");
     assert!(typo.contains("redis://"), "{typo}");
     assert!(!typo.contains("hunter2"), "{typo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_what_no_console_page_sent_and_the_cli_stops_at_the_passkey_threshold()
+{
+    let sim = simulator().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let (public, private) = (free_port(), free_port());
+    let config = config_file(dir.path(), &sim, public);
+    edit_config(
+        &config,
+        "max_body_bytes = 65536\n",
+        &format!("max_body_bytes = 65536\nagent_listen = \"127.0.0.1:{private}\"\n"),
+    );
+    edit_config(
+        &config,
+        "passkey_threshold_fen = 100000",
+        "passkey_threshold_fen = 5000",
+    );
+    let run = with_config(&config);
+    let served = serve(&config);
+    let token = add_tea_agent(&run, "100000", "1000");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let console = format!("http://127.0.0.1:{private}/console");
+    let origin = format!("http://localhost:{private}");
+
+    // Above the passkey threshold the CLI is refused; below it, it approves.
+    let (_, big) = place_tea(&http, private, &token, 5, "c-big").await;
+    let (_, small) = place_tea(&http, private, &token, 2, "c-small").await;
+    let approval = |v: &serde_json::Value| v["approval"]["id"].as_i64().expect("approval id");
+    let refused = run(&["approvals", "approve", &approval(&big).to_string()]);
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("6000 fen, above the passkey threshold of 5000 fen"),
+        "{}",
+        text(&refused.stderr)
+    );
+    let approved = run(&["approvals", "approve", &approval(&small).to_string()]);
+    assert!(approved.status.success(), "{}", text(&approved.stderr));
+    let pending = json(&run(&["approvals", "list"]));
+    assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
+    assert_eq!(pending[0]["amount_fen"], 6000, "the big one still waits");
+
+    // Pages need a session; posts need the console's own Origin.
+    let page = http
+        .get(format!("{console}/approvals"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status().as_u16(), 303);
+    assert_eq!(page.headers()["location"], "/console/sign-in");
+    let sign_in = http
+        .get(format!("{console}/sign-in"))
+        .send()
+        .await
+        .expect("sign-in");
+    assert_eq!(sign_in.status().as_u16(), 200);
+    let csp = sign_in.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(sign_in.headers()["x-frame-options"], "DENY");
+
+    let post = |path: &str, origin: Option<&str>, body: &str| {
+        let mut request = http
+            .post(format!("{console}{path}"))
+            .header("Content-Type", "application/json")
+            .body(body.to_owned());
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        async move {
+            let reply = request.send().await.expect("post");
+            (reply.status().as_u16(), reply.text().await.expect("text"))
+        }
+    };
+    let start = "/api/sign-in/start";
+    let (status, body) = post(start, None, r#"{"operator":"alice"}"#).await;
+    assert_eq!(
+        (status, body.contains("no Origin header")),
+        (403, true),
+        "{body}"
+    );
+    let (status, body) = post(
+        start,
+        Some("http://evil.example"),
+        r#"{"operator":"alice"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("not the console's")),
+        (403, true),
+        "{body}"
+    );
+    let (status, body) = post(start, Some(&origin), r#"{"operator":"alice"}"#).await;
+    assert_eq!(
+        (status, body.contains("no such operator")),
+        (403, true),
+        "{body}"
+    );
+    let forged_session = http
+        .post(format!("{console}/approvals/1/approve"))
+        .header("Origin", &origin)
+        .header("Cookie", "wxpay_console=wxps_made_up")
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("csrf=x")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(
+        forged_session.status().as_u16(),
+        401,
+        "an unknown session is no session"
+    );
+
+    // An invite starts a registration ceremony for its operator only.
+    let invited = run(&["operators", "invite", "alice"]);
+    assert!(invited.status.success(), "{}", text(&invited.stderr));
+    let link = text(&invited.stdout).trim().to_owned();
+    let (_, invite) = link.split_once('#').expect("token in the fragment");
+    assert!(
+        link.starts_with(&format!("{origin}/console/register#wxpi_")),
+        "{link}"
+    );
+    let (status, body) = post(
+        "/api/register/start",
+        Some(&origin),
+        &format!(r#"{{"invite":"{invite}"}}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let started: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let options = &started["options"]["publicKey"];
+    assert_eq!(options["rp"]["id"], "localhost", "{started}");
+    assert_eq!(options["user"]["name"], "alice", "{started}");
+    assert!(
+        started["ceremony"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("wxpc_"))
+    );
+    let (status, body) = post(
+        "/api/register/start",
+        Some(&origin),
+        r#"{"invite":"wxpi_not_an_invite"}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("unknown, expired or already used")),
+        (403, true),
+        "{body}"
+    );
+    let (status, body) = post(
+        "/api/register/finish",
+        Some(&origin),
+        &format!(
+            r#"{{"ceremony":"wxpc_made_up","credential":{}}}"#,
+            fake_registration()
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("unknown, expired or already used")),
+        (403, true),
+        "{body}"
+    );
+    let listed = json(&run(&["operators", "list"]));
+    assert_eq!(listed, serde_json::json!([]), "no passkey was registered");
+    let audit = text(&run(&["audit"]).stdout);
+    assert!(audit.contains("operator.invite"), "{audit}");
+    assert!(!audit.contains(invite), "the invite token is never logged");
+    drop(served);
+}
+
+/// A registration response in the shape browsers send, for a ceremony
+/// that does not exist.
+fn fake_registration() -> serde_json::Value {
+    serde_json::json!({
+        "id": "AAAA",
+        "rawId": "AAAA",
+        "type": "public-key",
+        "response": {"attestationObject": "AAAA", "clientDataJSON": "AAAA"},
+        "extensions": {}
+    })
 }

@@ -99,6 +99,8 @@ function configText(dir, simPort, publicPort, agentPort) {
     ["127.0.0.1:8080", `127.0.0.1:${publicPort}`],
     ['# agent_listen = "127.0.0.1:8081"', `agent_listen = "127.0.0.1:${agentPort}"`],
     ['sqlite = "wxpay.db"', `sqlite = ${JSON.stringify(join(dir, "wxpay.db"))}`],
+    ['# client_cert = "apiclient_cert.pem"', `client_cert = ${JSON.stringify(join(dir, "cert.pem"))}`],
+    ['# client_key = "apiclient_key.pem"', `client_key = ${JSON.stringify(join(dir, "key.pem"))}`],
     ["passkey_threshold_fen = 100000", `passkey_threshold_fen = ${PASSKEY_THRESHOLD_FEN}`],
   ];
   let text = readFileSync(join(root, "examples/wxpay.toml"), "utf8");
@@ -118,6 +120,13 @@ async function main() {
     freePort(),
     freePort(),
   ]);
+  // Refunds need the merchant's client certificate; the simulator on plain
+  // HTTP does not check it, but the gateway will not send a refund without one.
+  const certified = await promisify(execFile)("openssl", [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+    "-subj", "/CN=10000100", "-keyout", join(dir, "key.pem"), "-out", join(dir, "cert.pem"),
+  ]).then(() => true, (e) => String(e));
+  if (certified !== true) throw new Error(`openssl could not make a client certificate: ${certified}`);
   const config = join(dir, "wxpay.toml");
   writeFileSync(config, configText(dir, simPort, publicPort, agentPort));
   const origin = `http://localhost:${agentPort}`;
@@ -132,7 +141,8 @@ async function main() {
   await waitFor("the gateway", async () => (await fetch(`${origin}/console/sign-in`)).ok);
 
   const added = await run([
-    "agents", "-c", config, "add", "bot", "--products", "tea",
+    "agents", "-c", config, "add", "bot", "--products", "tea,credits-100",
+    "--capabilities", "create,read,refund,charge",
     "--cap-fen", "100000", "--daily-budget-fen", "1000000", "--approval-threshold-fen", "1000",
   ]);
   const token = added.stdout.trim();
@@ -386,7 +396,86 @@ async function main() {
       cli.stderr,
     );
 
+    // A top-up, a charge and a refund, for the balance and refund pages.
+    const topup = await agent("POST", "/v1/balances/user-1/topups", { amount_fen: 1000, idempotency_key: "t1" });
+    await fetch(`${simulator}/admin/pay`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ out_trade_no: topup.body.payment_id }),
+    });
+    await waitFor("the top-up", async () => (await agent("GET", "/v1/balances/user-1")).body.balance_fen === 1000);
+    const charged = await agent("POST", "/v1/charges", {
+      payer_id: "user-1",
+      amount_fen: 300,
+      idempotency_key: "c1",
+      note: "one long answer",
+    });
+    check("the agent charges the balance", charged.status === 200, JSON.stringify(charged.body));
+    const refund = await agent("POST", `/v1/payments/${bigId}/refunds`, {
+      idempotency_key: "r1",
+      amount_fen: 600,
+      reason: "one tea was cold",
+    });
+    check("a refund waits for approval", refund.body.status === "pending_approval", JSON.stringify(refund.body));
+    await page.goto(`${origin}/console/approvals`);
+    await page.getByRole("button", { name: "Approve ¥6.00" }).click();
+    await page.waitForURL(/done=/);
+    const refundAfter = await agent("GET", `/v1/payments/${bigId}/refunds/${refund.body.refund_id}`);
+    check(
+      "the approved refund goes to WeChat Pay",
+      ["processing", "succeeded"].includes(refundAfter.body.status),
+      JSON.stringify(refundAfter.body),
+    );
+
+    // Every page: one heading, labelled fields, the current page marked.
+    const pages = [
+      ["payments", bigId, "09-payments"],
+      ["payments?state=paid", topup.body.payment_id, "10-payments-paid"],
+      ["refunds", refund.body.refund_id, "11-refunds"],
+      ["balances", "user-1 — balance ¥7.00", "12-balances"],
+      ["balances?q=user-1", "one long answer", "12-balances-search"],
+      ["agents", "bot", "13-agents"],
+    ];
+    for (const [path, expected, name] of pages) {
+      await page.goto(`${origin}/console/${path}`);
+      const facts = await page.evaluate(() => ({
+        headings: document.querySelectorAll("h1").length,
+        unlabelled: [...document.querySelectorAll("input:not([type=hidden]), select")].filter(
+          (el) => !el.labels || el.labels.length === 0,
+        ).length,
+        current: document.querySelector('nav [aria-current="page"]')?.textContent ?? "",
+        text: document.body.innerText,
+      }));
+      check(
+        `/console/${path} shows ${expected}, with one heading and every field labelled`,
+        facts.headings === 1 && facts.unlabelled === 0 && facts.current !== "" && facts.text.includes(expected),
+        JSON.stringify({ ...facts, text: facts.text.slice(0, 300) }),
+      );
+      await shot(name);
+    }
+    await page.goto(`${origin}/console/payments?state=paid`);
+    check(
+      "the state filter leaves out payments in other states",
+      !(await page.locator("main").innerText()).includes(bigId),
+    );
+    const agentRow = page.locator("tr", { hasText: "bot" });
+    await page.goto(`${origin}/console/agents`);
+    // 120 + 24 yuan approved, the 10-yuan top-up, and 108 awaiting approval
+    // (held); the denied 96 is not spend.
+    check(
+      "the agents page shows the grant and the day's spend",
+      /active/.test(await agentRow.innerText()) && /¥262\.00 of ¥10,000\.00/.test(await agentRow.innerText()),
+      await agentRow.innerText(),
+    );
+
     // The audit log records who approved, and how.
+    await page.goto(`${origin}/console/audit?actor=operator%3A`);
+    const byOperators = await page.locator("tbody tr").allInnerTexts();
+    check(
+      "the audit log filters by actor",
+      byOperators.length > 0 && byOperators.every((row) => row.includes("operator:")),
+      byOperators.join(" | "),
+    );
     await page.goto(`${origin}/console/audit?q=${encodeURIComponent('"passkey":true')}`);
     check(
       "the audit log page finds the passkey approval",

@@ -14,6 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 
 use super::Console;
+use super::operators;
 use super::session::SignedIn;
 use crate::gateway::Gateway;
 
@@ -21,31 +22,54 @@ use crate::gateway::Gateway;
 const POLL: Duration = Duration::from_secs(2);
 
 /// The event stream: `change` events whose data is the newest audit seq.
+/// It ends when the session does (signed out or expired).
 pub(super) async fn stream(
     State(console): State<Arc<Console>>,
-    _signed_in: SignedIn,
+    signed_in: SignedIn,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let gateway = Arc::clone(&console.gateway);
     let start = head(&gateway).await.unwrap_or(0);
-    let changes = futures::stream::unfold((gateway, start), |(gateway, seen)| async move {
-        loop {
-            let changed = {
-                let woken = gateway.changes().notified();
-                match head(&gateway).await {
-                    Some(now) if now != seen => Some(now),
-                    _ => {
-                        let _ = tokio::time::timeout(POLL, woken).await;
-                        None
-                    }
-                }
-            };
-            if let Some(now) = changed {
+    let watch = Watch {
+        gateway,
+        cookie: signed_in.cookie().to_owned(),
+        seen: start,
+    };
+    Sse::new(futures::stream::unfold(watch, next_change)).keep_alive(KeepAlive::default())
+}
+
+/// What one open stream follows.
+struct Watch {
+    gateway: Arc<Gateway>,
+    cookie: String,
+    seen: i64,
+}
+
+async fn next_change(mut watch: Watch) -> Option<(Result<Event, Infallible>, Watch)> {
+    loop {
+        if !session_is_live(&watch.gateway, &watch.cookie).await {
+            return None;
+        }
+        let gateway = Arc::clone(&watch.gateway);
+        let woken = gateway.changes().notified();
+        match head(&gateway).await {
+            Some(now) if now != watch.seen => {
+                watch.seen = now;
                 let event = Event::default().event("change").data(now.to_string());
-                return Some((Ok(event), (gateway, now)));
+                return Some((Ok(event), watch));
+            }
+            _ => {
+                let _ = tokio::time::timeout(POLL, woken).await;
             }
         }
-    });
-    Sse::new(changes).keep_alive(KeepAlive::default())
+    }
+}
+
+async fn session_is_live(gateway: &Gateway, cookie: &str) -> bool {
+    let cookie = cookie.to_owned();
+    gateway
+        .read(move |s| operators::session(s, &cookie))
+        .await
+        .is_ok_and(|found| found.is_some())
 }
 
 async fn head(gateway: &Gateway) -> Option<i64> {

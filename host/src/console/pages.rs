@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::Console;
 use super::error::ConsoleError;
-use super::html::{self, Viewer, esc, filters, page, signed_yuan, table, time, yuan};
+use super::html::{Viewer, esc, filters, page, signed_yuan, table, time, yuan};
 use super::session::SignedIn;
 use super::views::{self, MAX_ROWS, WINDOW};
 use crate::agents::{self, Grant};
@@ -643,9 +643,11 @@ pub(super) async fn audit(
     let mut body = filters(
         "/console/audit",
         &filter.q,
-        &[("action", "Action", &actions, &filter.action)],
+        &[
+            ("action", "Action", &actions, &filter.action),
+            ("actor", "Actor", ACTORS, &filter.actor),
+        ],
     );
-    let _ = write!(body, "<p>Actor starts with: {}</p>", actor_links(&filter));
     let shown: Vec<&AuditEvent> = events
         .iter()
         .filter(|e| filter.action.is_empty() || e.action == filter.action)
@@ -679,21 +681,5 @@ pub(super) async fn audit(
     )))
 }
 
-fn actor_links(filter: &Filter) -> String {
-    ["agent:", "operator:", "wechat", "reconciliation"]
-        .iter()
-        .map(|prefix| {
-            let mark = if filter.actor == *prefix {
-                " aria-current=\"true\""
-            } else {
-                ""
-            };
-            format!(
-                "<a href=\"/console/audit?actor={}\"{mark}>{}</a>",
-                html::esc(prefix),
-                html::esc(prefix)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" · ")
-}
+/// Who acts, by the prefix of the audit log's `actor`.
+const ACTORS: &[&str] = &["agent:", "operator:", "wechat", "reconciliation"];

@@ -32,6 +32,11 @@ impl SignedIn {
         &self.session.operator
     }
 
+    /// The session cookie's value.
+    pub(super) fn cookie(&self) -> &str {
+        &self.cookie
+    }
+
     /// Refuses unless `presented` is this session's CSRF token.
     pub(super) fn check_csrf(&self, presented: Option<&str>) -> Result<(), ConsoleError> {
         let presented = presented.ok_or(ConsoleError::Forgery("no CSRF token"))?;
@@ -106,7 +111,7 @@ pub(super) async fn sign_out(
     axum::Form(form): axum::Form<super::pages::CsrfForm>,
 ) -> Result<Response, ConsoleError> {
     signed_in.check_csrf(Some(&form.csrf))?;
-    let cookie = signed_in.cookie.clone();
+    let cookie = signed_in.cookie().to_owned();
     console
         .write(move |s| operators::close_session(s, &cookie))
         .await?;
@@ -136,26 +141,28 @@ pub(super) async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    let safe = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !safe {
-        let origin = request
-            .headers()
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok());
-        match origin {
-            None => return ConsoleError::Forgery("no Origin header").into_response(),
-            Some(origin) if origin != console.origin => {
-                return ConsoleError::Forgery("the Origin is not the console's").into_response();
-            }
-            Some(_) => {}
-        }
-    }
-    let mut response = next.run(request).await;
+    let mut response = match cross_site(&console, &request) {
+        Some(refusal) if request.uri().path().starts_with("/console/api/") => refusal.json(),
+        Some(refusal) => refusal.into_response(),
+        None => next.run(request).await,
+    };
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name.clone(), header::HeaderValue::from_static(value));
     }
     response
+}
+
+/// Why a request cannot have come from a console page, if it cannot.
+fn cross_site(console: &Console, request: &Request) -> Option<ConsoleError> {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return None;
+    }
+    match request.headers().get(header::ORIGIN).map(|v| v.to_str()) {
+        None => Some(ConsoleError::Forgery("no Origin header")),
+        Some(Ok(origin)) if origin == console.origin => None,
+        Some(_) => Some(ConsoleError::Forgery("the Origin is not the console's")),
+    }
 }
 
 /// Sent with every console response: no framing (clickjacking an approve
