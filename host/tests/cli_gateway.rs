@@ -27,6 +27,11 @@ fn the_example_config_is_valid() {
         .unwrap_or_else(|e| panic!("examples/wxpay.toml: {e}"));
     assert_eq!(config.products.len(), 3);
     assert_eq!(config.pay_notify_url(), "http://127.0.0.1:8080/notify/pay");
+    assert_eq!(
+        config.console_url(),
+        "http://localhost:8080",
+        "the console defaults to localhost on the listener that serves it"
+    );
 }
 
 #[test]
@@ -53,6 +58,16 @@ fn config_errors_name_the_setting_and_the_rule() {
             "wechat.max_attempts must be at least 1",
         ),
         ("batch = 100", "batch = 100\nsurprise = 1", "surprise"),
+        (
+            "# url = \"https://pay-admin.example.com\"",
+            "url = \"http://pay-admin.example.com\"",
+            "console.url must be https://, or http:// to localhost",
+        ),
+        (
+            "session_minutes = 480",
+            "session_minutes = 0",
+            "console: session_minutes and invite_minutes must be at least 1",
+        ),
     ];
     let example = include_str!("../../examples/wxpay.toml");
     for (from, to, message) in cases {
@@ -904,6 +919,7 @@ async fn the_console_refuses_what_no_console_page_sent_and_the_cli_stops_at_the_
     let pending = json(&run(&["approvals", "list"]));
     assert_eq!(pending.as_array().map(Vec::len), Some(1), "{pending}");
     assert_eq!(pending[0]["amount_fen"], 6000, "the big one still waits");
+    assert_eq!(pending[0]["needs_passkey"], true, "{pending}");
 
     // Pages need a session; posts need the console's own Origin.
     let page = http

@@ -211,7 +211,9 @@ enum ApprovalsAction {
 pub(super) fn approvals(args: &ApprovalsArgs) -> Result<(), Error> {
     match &args.action {
         ApprovalsAction::List { all } => {
-            let store = open_store(&args.config)?;
+            let config = args.config.load()?;
+            let threshold = config.console.passkey_threshold_fen;
+            let store = config.store.location().open()?;
             let state = (!all).then_some(ApprovalState::Pending);
             let listed: Vec<_> = store
                 .approvals(state, 1000)?
@@ -227,6 +229,7 @@ pub(super) fn approvals(args: &ApprovalsArgs) -> Result<(), Error> {
                         "reason": a.reason,
                         "decided_by": a.decided_by,
                         "requested_at_ms": a.requested_at_ms,
+                        "needs_passkey": a.amount_fen > threshold,
                     })
                 })
                 .collect();
