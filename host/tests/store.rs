@@ -172,6 +172,8 @@ on_both_backends!(
     a_lease_has_one_holder_until_it_expires,
     console_records_expire_and_one_time_records_are_taken_once,
     the_audit_head_is_the_newest_seq,
+    the_audit_log_is_read_by_subject,
+    an_orders_refunds_are_listed_oldest_first,
 );
 
 fn insert_new(store: &dyn Store, o: &Order) {
@@ -731,6 +733,71 @@ fn the_audit_head_is_the_newest_seq(backend: &Backend) {
     let second = store.append_audit(&audit_input("b")).expect("append");
     assert!(second > first);
     assert_eq!(store.latest_audit_seq().expect("head"), second);
+}
+
+fn about(subject: &str, action: &str) -> AuditEventInput {
+    AuditEventInput {
+        subject: subject.to_owned(),
+        ..audit_input(action)
+    }
+}
+
+fn the_audit_log_is_read_by_subject(backend: &Backend) {
+    let store = backend.open();
+    for (subject, action) in [
+        ("pay-1", "order.create"),
+        ("pay-2", "order.create"),
+        ("pay-1", "notification.payment"),
+        ("pay-10", "order.create"),
+        ("pay-1", "refund.create"),
+    ] {
+        store.append_audit(&about(subject, action)).expect("append");
+    }
+    let actions = |subject: &str, limit| -> Vec<String> {
+        store
+            .audit_about(subject, limit)
+            .expect("about")
+            .into_iter()
+            .map(|e| {
+                assert_eq!(e.subject, subject);
+                e.action
+            })
+            .collect()
+    };
+    assert_eq!(
+        actions("pay-1", 10),
+        ["order.create", "notification.payment", "refund.create"],
+        "oldest first, and not pay-10's"
+    );
+    assert_eq!(
+        actions("pay-1", 2),
+        ["notification.payment", "refund.create"],
+        "the newest `limit`"
+    );
+    assert!(actions("pay-1", 0).is_empty());
+    assert!(actions("pay-3", 10).is_empty());
+}
+
+fn an_orders_refunds_are_listed_oldest_first(backend: &Backend) {
+    let store = backend.open();
+    let store = &*store;
+    insert_new(store, &order("o-1", OrderState::Paid, T0));
+    insert_new(store, &order("o-2", OrderState::Paid, T0));
+    let later = Refund {
+        created_at_ms: T0 + 5,
+        ..refund("r-a", "o-1", 10)
+    };
+    for r in [later, refund("r-b", "o-1", 20), refund("r-c", "o-2", 30)] {
+        assert_eq!(store.insert_refund(&r).expect("insert"), RefundInsert::New);
+    }
+    let listed: Vec<String> = store
+        .order_refunds("o-1")
+        .expect("refunds")
+        .into_iter()
+        .map(|r| r.out_refund_no)
+        .collect();
+    assert_eq!(listed, ["r-b", "r-a"], "o-1's only, oldest first");
+    assert!(store.order_refunds("o-3").expect("refunds").is_empty());
 }
 
 fn the_audit_log_is_ordered(backend: &Backend) {
@@ -1901,6 +1968,43 @@ mod spend_invariants {
         ) {
             check(&Backend::redis(), &orders, &since)?;
         }
+    }
+
+    /// Audit events appended before the subject index existed are
+    /// indexed when the store opens.
+    #[test]
+    fn redis_indexes_the_audit_log_by_subject_written_before_the_index_existed() {
+        let backend = Backend::redis();
+        let store = backend.open();
+        for subject in ["pay-1", "pay-2", "pay-1"] {
+            store
+                .append_audit(&super::about(subject, "order.create"))
+                .expect("append");
+        }
+        let Backend::Redis(prefix) = &backend else {
+            unreachable!("a Redis backend")
+        };
+        let mut conn = redis::Client::open(super::support::redis::url())
+            .and_then(|c| c.get_connection())
+            .expect("connect");
+        let removed: usize = redis::cmd("DEL")
+            .arg(format!("{prefix}audit_subject:pay-1"))
+            .arg(format!("{prefix}audit_subject:pay-2"))
+            .arg(format!("{prefix}audit_subject_index"))
+            .query(&mut conn)
+            .expect("drop the index");
+        assert_eq!(removed, 3, "the index existed and is gone");
+        assert!(store.audit_about("pay-1", 10).expect("about").is_empty());
+        let seqs = |store: &dyn Store| -> Vec<i64> {
+            store
+                .audit_about("pay-1", 10)
+                .expect("about")
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs(backend.open().as_ref()), [1, 3], "rebuilt at open");
+        assert_eq!(seqs(backend.open().as_ref()), [1, 3], "and only once");
     }
 
     /// Data written before the per-minute index existed is indexed when

@@ -432,6 +432,7 @@ async function main() {
       ["payments", bigId, "09-payments"],
       ["payments?state=paid", topup.body.payment_id, "10-payments-paid"],
       ["refunds", refund.body.refund_id, "11-refunds"],
+      [`payments/${bigId}`, refund.body.refund_id, "11-payment-with-refund"],
       ["balances", "user-1 — balance ¥7.00", "12-balances"],
       ["balances?q=user-1", "one long answer", "12-balances-search"],
       ["agents", "bot", "13-agents"],

@@ -3,7 +3,8 @@
 //! The audit log is the gateway's complete, ordered story — every state
 //! change is audited with the payment, refund or payer it touched as its
 //! subject — so the lists (payments, refunds, payers) are the subjects of
-//! the newest events, each then read fresh from its own record.
+//! the newest events, each then read fresh from its own record. A single
+//! payment's history is read by subject, however old it is.
 
 use std::collections::BTreeSet;
 
@@ -100,32 +101,16 @@ pub(super) struct PaymentDetail {
     pub(super) refunds: Vec<Refund>,
 }
 
+/// The most events a payment's history shows (its newest).
+const HISTORY: u32 = 500;
+
 pub(super) fn payment_detail(store: &dyn Store, id: &str) -> StoreResult<PaymentDetail> {
-    let events = newest_events(store, None, WINDOW)?;
-    let mut history: Vec<AuditEvent> = events.iter().filter(|e| e.subject == id).cloned().collect();
-    history.reverse();
-    let refund_nos: BTreeSet<String> = events
-        .iter()
-        .filter(|e| is_refund_event(e) && detail_names_payment(e, id))
-        .map(|e| e.subject.clone())
-        .collect();
-    let mut refunds = Vec::new();
-    for no in &refund_nos {
-        if let Some(refund) = store.refund(no)? {
-            refunds.push(refund);
-        }
-    }
     Ok(PaymentDetail {
         order: store.order(id)?,
         approval: store.approval(ApprovalKind::Payment, id)?,
-        history,
-        refunds,
+        history: store.audit_about(id, HISTORY)?,
+        refunds: store.order_refunds(id)?,
     })
-}
-
-fn detail_names_payment(e: &AuditEvent, id: &str) -> bool {
-    serde_json::from_str::<serde_json::Value>(&e.detail)
-        .is_ok_and(|d| d["out_trade_no"].as_str() == Some(id))
 }
 
 /// A payer's balance and newest ledger entries.

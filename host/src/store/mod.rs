@@ -412,6 +412,13 @@ pub trait Store: Send + Sync {
     /// The `seq` of the newest audit event, 0 for an empty log.
     fn latest_audit_seq(&self) -> StoreResult<i64>;
 
+    /// Up to `limit` of the newest audit events whose subject is `subject`
+    /// (a payment, refund, payer or agent), oldest first.
+    fn audit_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+
+    /// The order's refunds, oldest first.
+    fn order_refunds(&self, out_trade_no: &str) -> StoreResult<Vec<Refund>>;
+
     /// Stores the console record, replacing one with the same kind and key.
     fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()>;
 

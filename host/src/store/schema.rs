@@ -54,7 +54,8 @@ const MIGRATIONS: &[Migration] = &[
 pub(crate) const KNOWN_VERSION: i64 = 7;
 
 /// The operator console's records (invites, operators and their passkeys,
-/// sessions, ceremonies in flight), as JSON documents the console owns.
+/// sessions, ceremonies in flight), as JSON documents the console owns; and
+/// the audit log by subject, for a payment's history.
 const V7_CONSOLE: &str = "
 CREATE TABLE console_records (
     kind          TEXT NOT NULL,
@@ -63,6 +64,7 @@ CREATE TABLE console_records (
     expires_at_ms INTEGER,
     PRIMARY KEY (kind, key)
 ) STRICT;
+CREATE INDEX audit_log_subject ON audit_log (subject, seq);
 ";
 
 /// Named leases, so gateways sharing a store take turns at periodic work

@@ -128,7 +128,21 @@ impl RedisStore {
         };
         store.require_durability()?;
         store.build_spend_index()?;
+        store.build_audit_subject_index()?;
         Ok(store)
+    }
+
+    /// Indexes the audit log by subject for events written before the
+    /// index existed (once per prefix; afterwards every append keeps it).
+    fn build_audit_subject_index(&self) -> StoreResult<()> {
+        let indexed = fields::integer(
+            &self.call("build_audit_subject_index", &mut Args::default())?,
+            "audit subject index",
+        )?;
+        if indexed > 0 {
+            tracing::info!(events = indexed, "indexed the audit log by subject");
+        }
+        Ok(())
     }
 
     /// Indexes agent spend by minute for orders written before the index
@@ -929,6 +943,22 @@ impl Store for RedisStore {
             &self.call("latest_audit_seq", &mut Args::default())?,
             "audit log",
         )
+    }
+
+    fn audit_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let mut args = Args::default();
+        args.text(subject).int(i64::from(limit));
+        self.records("audit_about", &mut args, "audit_log", fields::audit_event)
+    }
+
+    fn order_refunds(&self, out_trade_no: &str) -> StoreResult<Vec<Refund>> {
+        let mut args = Args::default();
+        args.text(out_trade_no);
+        let mut refunds = self.records("order_refunds", &mut args, "refunds", fields::refund)?;
+        refunds.sort_by(|a, b| {
+            (a.created_at_ms, &a.out_refund_no).cmp(&(b.created_at_ms, &b.out_refund_no))
+        });
+        Ok(refunds)
     }
 
     fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()> {

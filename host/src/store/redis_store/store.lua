@@ -20,6 +20,8 @@
 --   P order_refunds:<no>    set    the order's out_refund_no
 --   P notification:<id>     hash   ids 1.. from P seq:notification
 --   P audit:<seq>           hash   seqs 1.. from P seq:audit
+--   P audit_subject:<subject> list the subject's seqs, oldest first;
+--                                  P audit_subject_index '1' once it covers the log
 --   P agent:<id>            hash   agents; P agent_token:<sha256> -> id; P agents zset
 --   P approval:<id>         hash   ids 1.. from P seq:approval
 --   P approval_subject:<kind>:<subject> -> id; P approvals:<state> zset by id
@@ -330,6 +332,7 @@ local function append_audit(e)
   local seq = redis.call('INCR', key('seq', 'audit'))
   redis.call('HSET', key('audit', seq), 'seq', seq, 'at_ms', e[1], 'actor', e[2],
     'action', e[3], 'subject', e[4], 'outcome', e[5], 'detail', e[6])
+  redis.call('RPUSH', key('audit_subject', e[4]), seq)
   return seq
 end
 
@@ -805,6 +808,50 @@ function ops.acquire_lease()
     return 1
   end
   return 0
+end
+
+function ops.audit_about()
+  local subject, limit = A[1], tonumber(A[2])
+  local out = {}
+  if limit < 1 then
+    return out
+  end
+  for _, seq in ipairs(redis.call('LRANGE', key('audit_subject', subject), -limit, -1)) do
+    out[#out + 1] = record(key('audit', seq))
+  end
+  return out
+end
+
+-- Builds audit_subject from the log once, for events appended before it
+-- existed; returns the number of events indexed (0 when already built).
+function ops.build_audit_subject_index()
+  if redis.call('GET', key('audit_subject_index')) == '1' then
+    return 0
+  end
+  local last = tonumber(redis.call('GET', key('seq', 'audit')) or '0')
+  local pattern = key('audit_subject', ''):gsub('[%*%?%[%]\\]', '\\%0') .. '*'
+  for _, stale in ipairs(redis.call('KEYS', pattern)) do
+    redis.call('DEL', stale)
+  end
+  for seq = 1, last do
+    local subject = redis.call('HGET', key('audit', seq), 'subject')
+    if subject then
+      redis.call('RPUSH', key('audit_subject', subject), seq)
+    end
+  end
+  redis.call('SET', key('audit_subject_index'), '1')
+  return last
+end
+
+function ops.order_refunds()
+  local out = {}
+  for _, no in ipairs(refunds_of(A[1])) do
+    local found = record(key('refund', no))
+    if found then
+      out[#out + 1] = found
+    end
+  end
+  return out
 end
 
 function ops.latest_audit_seq()

@@ -1047,6 +1047,35 @@ impl Store for SqliteStore {
             .ctx("read the audit log's head")
     }
 
+    fn audit_about(&self, subject: &str, limit: u32) -> StoreResult<Vec<AuditEvent>> {
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS} FROM (
+                SELECT {AUDIT_COLUMNS} FROM audit_log WHERE subject = ?1 ORDER BY seq DESC LIMIT ?2
+             ) ORDER BY seq"
+        );
+        query_all(
+            &*self.reader()?,
+            "read audit log",
+            &sql,
+            params![subject, limit],
+            rows::audit_event,
+        )
+    }
+
+    fn order_refunds(&self, out_trade_no: &str) -> StoreResult<Vec<Refund>> {
+        let sql = format!(
+            "SELECT {REFUND_COLUMNS} FROM refunds WHERE out_trade_no = ?1
+             ORDER BY created_at_ms, out_refund_no"
+        );
+        query_all(
+            &*self.reader()?,
+            "read refunds",
+            &sql,
+            params![out_trade_no],
+            rows::refund,
+        )
+    }
+
     fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()> {
         self.write(|tx| {
             tx.prepare_cached(
