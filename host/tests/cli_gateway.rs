@@ -391,6 +391,22 @@ fn mcp_over_http_answers_initialize_and_refuses_to_start_without_a_token() {
 }
 
 /// `wxpay agents add bot` for tea, with a 10,000-fen cap; returns its token.
+/// The example config with the agent API (and console and metrics) on a
+/// listener of its own; returns the file and the public and private ports.
+fn config_with_agent_listener(
+    dir: &std::path::Path,
+    simulator: &str,
+) -> (std::path::PathBuf, u16, u16) {
+    let (public, private) = (free_port(), free_port());
+    let config = config_file(dir, simulator, public);
+    edit_config(
+        &config,
+        "max_body_bytes = 65536\n",
+        &format!("max_body_bytes = 65536\nagent_listen = \"127.0.0.1:{private}\"\n"),
+    );
+    (config, public, private)
+}
+
 /// An agent's payment intent for `quantity` teas; the reply's status and body.
 fn place_tea(
     http: &reqwest::Client,
@@ -571,13 +587,7 @@ async fn operators_manage_agents_and_approvals_and_read_the_audit_log() {
 async fn metrics_count_a_scripted_flow_and_json_logs_carry_the_payment_id() {
     let sim = simulator().await;
     let dir = tempfile::tempdir().expect("dir");
-    let (public, private) = (free_port(), free_port());
-    let config = config_file(dir.path(), &sim, public);
-    edit_config(
-        &config,
-        "max_body_bytes = 65536\n",
-        &format!("max_body_bytes = 65536\nagent_listen = \"127.0.0.1:{private}\"\n"),
-    );
+    let (config, public, private) = config_with_agent_listener(dir.path(), &sim);
     let run = with_config(&config);
     let log_path = dir.path().join("serve.log");
     let log = std::fs::File::create(&log_path).expect("log file");
@@ -881,13 +891,7 @@ async fn the_console_refuses_what_no_console_page_sent_and_the_cli_stops_at_the_
 {
     let sim = simulator().await;
     let dir = tempfile::tempdir().expect("dir");
-    let (public, private) = (free_port(), free_port());
-    let config = config_file(dir.path(), &sim, public);
-    edit_config(
-        &config,
-        "max_body_bytes = 65536\n",
-        &format!("max_body_bytes = 65536\nagent_listen = \"127.0.0.1:{private}\"\n"),
-    );
+    let (config, _, private) = config_with_agent_listener(dir.path(), &sim);
     edit_config(
         &config,
         "passkey_threshold_fen = 100000",

@@ -1970,6 +1970,22 @@ mod spend_invariants {
         }
     }
 
+    /// Deletes the backend's keys (named without the prefix), as a store
+    /// from before an index would lack them; returns how many existed.
+    fn delete_keys(backend: &Backend, keys: &[&str]) -> usize {
+        let Backend::Redis(prefix) = backend else {
+            unreachable!("a Redis backend")
+        };
+        let mut conn = redis::Client::open(super::support::redis::url())
+            .and_then(|c| c.get_connection())
+            .expect("connect");
+        let mut delete = redis::cmd("DEL");
+        for key in keys {
+            delete.arg(format!("{prefix}{key}"));
+        }
+        delete.query(&mut conn).expect("delete")
+    }
+
     /// Audit events appended before the subject index existed are
     /// indexed when the store opens.
     #[test]
@@ -1981,18 +1997,14 @@ mod spend_invariants {
                 .append_audit(&super::about(subject, "order.create"))
                 .expect("append");
         }
-        let Backend::Redis(prefix) = &backend else {
-            unreachable!("a Redis backend")
-        };
-        let mut conn = redis::Client::open(super::support::redis::url())
-            .and_then(|c| c.get_connection())
-            .expect("connect");
-        let removed: usize = redis::cmd("DEL")
-            .arg(format!("{prefix}audit_subject:pay-1"))
-            .arg(format!("{prefix}audit_subject:pay-2"))
-            .arg(format!("{prefix}audit_subject_index"))
-            .query(&mut conn)
-            .expect("drop the index");
+        let removed = delete_keys(
+            &backend,
+            &[
+                "audit_subject:pay-1",
+                "audit_subject:pay-2",
+                "audit_subject_index",
+            ],
+        );
         assert_eq!(removed, 3, "the index existed and is gone");
         assert!(store.audit_about("pay-1", 10).expect("about").is_empty());
         let seqs = |store: &dyn Store| -> Vec<i64> {
@@ -2018,18 +2030,14 @@ mod spend_invariants {
             (2 * MINUTE, 500, false),
         ];
         place(backend.open().as_ref(), &orders).expect("place");
-        let Backend::Redis(prefix) = &backend else {
-            unreachable!("a Redis backend")
-        };
-        let mut conn = redis::Client::open(super::support::redis::url())
-            .and_then(|c| c.get_connection())
-            .expect("connect");
-        let removed: usize = redis::cmd("DEL")
-            .arg(format!("{prefix}agent_spend:agent-s"))
-            .arg(format!("{prefix}agent_spend_minutes:agent-s"))
-            .arg(format!("{prefix}spend_index"))
-            .query(&mut conn)
-            .expect("drop the index");
+        let removed = delete_keys(
+            &backend,
+            &[
+                "agent_spend:agent-s",
+                "agent_spend_minutes:agent-s",
+                "spend_index",
+            ],
+        );
         assert_eq!(removed, 3, "the index existed and is gone");
         let reopened = backend.open();
         assert_eq!(

@@ -168,7 +168,7 @@ async function main() {
 
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    args: ["--no-sandbox"],
+    args: ["--no-sandbox", "--disable-dev-shm-usage"],
   });
   try {
     const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

@@ -43,11 +43,13 @@ pub(super) struct Filter {
     done: String,
 }
 
-fn viewer(signed_in: &SignedIn) -> Viewer<'_> {
-    Viewer {
+/// A page for the signed-in operator, `current` marked in the navigation.
+fn signed_in_page(title: &str, current: &str, signed_in: &SignedIn, body: &str) -> Html<String> {
+    let viewer = Viewer {
         operator: signed_in.operator(),
         csrf: &signed_in.session.csrf,
-    }
+    };
+    Html(page(title, current, Some(&viewer), body))
 }
 
 fn matches(q: &str, fields: &[&str]) -> bool {
@@ -158,12 +160,12 @@ pub(super) async fn approvals(
         ],
         &decided_rows,
     ));
-    Ok(Html(page(
+    Ok(signed_in_page(
         "Approvals",
         "/console/approvals",
-        Some(&viewer(&signed_in)),
+        &signed_in,
         &body,
-    )))
+    ))
 }
 
 fn subject_link(a: &Approval) -> String {
@@ -324,12 +326,12 @@ pub(super) async fn payments(
         &["Payment", "Amount", "Approval", "Agent"],
         &waiting_rows,
     ));
-    Ok(Html(page(
+    Ok(signed_in_page(
         "Payments",
         "/console/payments",
-        Some(&viewer(&signed_in)),
+        &signed_in,
         &body,
-    )))
+    ))
 }
 
 /// `GET /console/payments/{id}`: the order, its history and callbacks,
@@ -424,12 +426,12 @@ pub(super) async fn payment(
         &["Refund", "Amount", "State", "Last change"],
         &refunds,
     ));
-    Ok(Html(page(
+    Ok(signed_in_page(
         &format!("Payment {id}"),
         "/console/payments",
-        Some(&viewer(&signed_in)),
+        &signed_in,
         &body,
-    )))
+    ))
 }
 
 fn event_row(e: &AuditEvent) -> Vec<String> {
@@ -483,12 +485,12 @@ pub(super) async fn refunds(
         ],
         &rows,
     ));
-    Ok(Html(page(
+    Ok(signed_in_page(
         "Refunds",
         "/console/refunds",
-        Some(&viewer(&signed_in)),
+        &signed_in,
         &body,
-    )))
+    ))
 }
 
 /// `GET /console/balances`: payers' balances and ledger entries.
@@ -538,12 +540,12 @@ pub(super) async fn balances(
             )
         );
     }
-    Ok(Html(page(
+    Ok(signed_in_page(
         "Balances",
         "/console/balances",
-        Some(&viewer(&signed_in)),
+        &signed_in,
         &body,
-    )))
+    ))
 }
 
 /// `GET /console/agents`: agents, their grants and their spend.
@@ -620,12 +622,12 @@ pub(super) async fn agents(
         ],
         &rows,
     );
-    Ok(Html(page(
+    Ok(signed_in_page(
         "Agents",
         "/console/agents",
-        Some(&viewer(&signed_in)),
+        &signed_in,
         &body,
-    )))
+    ))
 }
 
 /// `GET /console/audit`: the audit log, newest first, with filters.
@@ -673,12 +675,12 @@ pub(super) async fn audit(
             oldest.seq
         );
     }
-    Ok(Html(page(
+    Ok(signed_in_page(
         "Audit log",
         "/console/audit",
-        Some(&viewer(&signed_in)),
+        &signed_in,
         &body,
-    )))
+    ))
 }
 
 /// Who acts, by the prefix of the audit log's `actor`.

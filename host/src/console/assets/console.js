@@ -175,8 +175,15 @@ function isEditing(main) {
   return active && main.contains(active) && active.matches("input, select, textarea") && active.value;
 }
 
+// A refresh that had to wait: the operator was typing or deciding.
+let deferred = null;
+
 async function refresh(main, seq) {
-  if (isEditing(main) || document.querySelector("dialog[open]")) return;
+  if (isEditing(main) || document.querySelector("dialog[open]")) {
+    deferred = seq;
+    return;
+  }
+  deferred = null;
   const response = await fetch(location.href, { credentials: "same-origin" });
   if (!response.ok) return;
   const page = new DOMParser().parseFromString(await response.text(), "text/html");
@@ -197,6 +204,11 @@ function live() {
   });
   source.addEventListener("change", (event) => {
     refresh(main, event.data).catch(() => {});
+  });
+  main.addEventListener("focusout", () => {
+    setTimeout(() => {
+      if (deferred !== null) refresh(main, deferred).catch(() => {});
+    }, 0);
   });
 }
 

@@ -132,28 +132,26 @@ impl RedisStore {
         Ok(store)
     }
 
-    /// Indexes the audit log by subject for events written before the
-    /// index existed (once per prefix; afterwards every append keeps it).
-    fn build_audit_subject_index(&self) -> StoreResult<()> {
-        let indexed = fields::integer(
-            &self.call("build_audit_subject_index", &mut Args::default())?,
-            "audit subject index",
-        )?;
-        if indexed > 0 {
-            tracing::info!(events = indexed, "indexed the audit log by subject");
-        }
-        Ok(())
-    }
-
     /// Indexes agent spend by minute for orders written before the index
     /// existed (once per prefix; afterwards every change keeps it right).
     fn build_spend_index(&self) -> StoreResult<()> {
-        let indexed = fields::integer(
-            &self.call("build_spend_index", &mut Args::default())?,
-            "spend index",
-        )?;
+        self.build_index("build_spend_index", "indexed agent spend by minute")
+    }
+
+    /// Indexes the audit log by subject for events written before the
+    /// index existed (once per prefix; afterwards every append keeps it).
+    fn build_audit_subject_index(&self) -> StoreResult<()> {
+        self.build_index(
+            "build_audit_subject_index",
+            "indexed the audit log by subject",
+        )
+    }
+
+    /// Runs a one-time index build; logs how many records it indexed.
+    fn build_index(&self, op: &'static str, done: &'static str) -> StoreResult<()> {
+        let indexed = fields::integer(&self.call(op, &mut Args::default())?, op)?;
         if indexed > 0 {
-            tracing::info!(orders = indexed, "indexed agent spend by minute");
+            tracing::info!(records = indexed, "{done}");
         }
         Ok(())
     }
