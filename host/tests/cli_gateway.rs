@@ -1049,6 +1049,13 @@ async fn the_console_refuses_what_no_console_page_sent_and_the_cli_stops_at_the_
     );
     let listed = json(&run(&["operators", "list"]));
     assert_eq!(listed, serde_json::json!([]), "no passkey was registered");
+    let removed = run(&["operators", "remove", "alice"]);
+    assert!(!removed.status.success());
+    assert!(
+        text(&removed.stderr).contains("no operator alice is stored"),
+        "{}",
+        text(&removed.stderr)
+    );
     let audit = text(&run(&["audit"]).stdout);
     assert!(audit.contains("operator.invite"), "{audit}");
     assert!(!audit.contains(invite), "the invite token is never logged");

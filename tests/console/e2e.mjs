@@ -483,6 +483,15 @@ async function main() {
       (await page.locator("tbody tr", { hasText: "approval.approve" }).count()) === 1,
     );
     await shot("08-audit");
+
+    // Removing the operator ends the session at once.
+    const removed = await run(["operators", "-c", config, "remove", "alice"]);
+    await page.goto(`${origin}/console/approvals`);
+    check(
+      "`wxpay operators remove` ends the operator's session",
+      removed.code === 0 && removed.stderr.includes("1 session(s) ended") && page.url().endsWith("/console/sign-in"),
+      `${removed.stderr} ${page.url()}`,
+    );
   } catch (e) {
     if (currentPage) {
       console.log(`--- page ${currentPage.url()} ---`);

@@ -272,6 +272,11 @@ enum OperatorsAction {
     },
     /// List operators and how many passkeys each has.
     List,
+    /// Remove an operator with their passkeys and end their sessions.
+    Remove {
+        /// The operator's name.
+        name: String,
+    },
 }
 
 /// `wxpay operators ...`.
@@ -286,6 +291,10 @@ pub(super) fn operators(args: &OperatorsArgs) -> Result<(), Error> {
                     .unwrap_or_default();
                 outln!("{}", invite.url);
                 eprintln!("open it in the browser of {name} before {until}; it works once");
+            }
+            OperatorsAction::Remove { name } => {
+                let ended = crate::console::remove_operator(&gateway, name).await?;
+                eprintln!("operator {name} removed; {ended} session(s) ended");
             }
             OperatorsAction::List => {
                 let listed: Vec<_> = crate::console::operator_names(&gateway)

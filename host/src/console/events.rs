@@ -14,15 +14,15 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 
 use super::Console;
-use super::operators;
-use super::session::SignedIn;
+use super::session::{self, SignedIn};
 use crate::gateway::Gateway;
 
 /// How often the log's head is read when nothing woke the stream.
 const POLL: Duration = Duration::from_secs(2);
 
 /// The event stream: `change` events whose data is the newest audit seq.
-/// It ends when the session does (signed out or expired).
+/// It ends when the session does (signed out, expired, or its operator
+/// removed).
 pub(super) async fn stream(
     State(console): State<Arc<Console>>,
     signed_in: SignedIn,
@@ -67,7 +67,7 @@ async fn next_change(mut watch: Watch) -> Option<(Result<Event, Infallible>, Wat
 async fn session_is_live(gateway: &Gateway, cookie: &str) -> bool {
     let cookie = cookie.to_owned();
     gateway
-        .read(move |s| operators::session(s, &cookie))
+        .read(move |s| session::live_session(s, &cookie))
         .await
         .is_ok_and(|found| found.is_some())
 }

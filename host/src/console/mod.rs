@@ -31,7 +31,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{get, post};
 
-pub use self::operators::{Invite, invite, operator_names};
+pub use self::operators::{Invite, invite, operator_names, remove_operator};
 
 use self::error::ConsoleError;
 use self::passkeys::Passkeys;

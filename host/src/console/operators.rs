@@ -101,6 +101,46 @@ pub async fn operator_names(gateway: &Gateway) -> Result<Vec<(String, usize)>, E
         .collect()
 }
 
+/// Removes the operator with their passkeys and ends every session they
+/// have open (a lost device, someone who left); returns how many sessions
+/// ended. An invite already sent for the name still works until it expires.
+pub async fn remove_operator(gateway: &Gateway, name: &str) -> Result<usize, Error> {
+    let operator = name.to_owned();
+    let ended = gateway
+        .db(move |s| {
+            let now = now_ms();
+            if s.take_console_record(ConsoleKind::Operator, &operator, now)?
+                .is_none()
+            {
+                return Ok(None);
+            }
+            let mut ended = 0;
+            for (key, value) in s.console_records(ConsoleKind::Session, now)? {
+                let session: SessionRecord = from_json(&value)?;
+                if session.operator == operator {
+                    s.take_console_record(ConsoleKind::Session, &key, now)?;
+                    ended += 1;
+                }
+            }
+            Ok(Some(ended))
+        })
+        .await?
+        .ok_or_else(|| Error::NotFound {
+            what: "operator",
+            id: name.to_owned(),
+        })?;
+    gateway
+        .audit(
+            "operator:cli",
+            "operator.remove",
+            name,
+            "removed",
+            json!({"sessions_ended": ended}),
+        )
+        .await?;
+    Ok(ended)
+}
+
 /// Operator names are what approvals record as `decided_by`.
 fn check_operator_name(name: &str) -> Result<(), Error> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@');

@@ -13,12 +13,13 @@ use subtle::ConstantTimeEq as _;
 use super::Console;
 use super::error::ConsoleError;
 use super::operators::{self, SessionRecord};
+use crate::store::{Store, StoreResult};
 
 /// The session cookie's name.
 const COOKIE: &str = "wxpay_console";
 
 /// The header the console script sends the CSRF token in.
-pub(super) const CSRF_HEADER: &str = "x-csrf-token";
+const CSRF_HEADER: &str = "x-csrf-token";
 
 /// A request from a signed-in operator.
 pub(super) struct SignedIn {
@@ -74,7 +75,7 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
         let found = {
             let cookie = cookie.clone();
             console
-                .read(move |s| operators::session(s, &cookie))
+                .read(move |s| live_session(s, &cookie))
                 .await
                 .map_err(IntoResponse::into_response)?
         };
@@ -83,6 +84,16 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
             None => Err(signed_out(parts)),
         }
     }
+}
+
+/// The session behind the cookie, if it is live and its operator has not
+/// been removed since it began.
+pub(super) fn live_session(store: &dyn Store, cookie: &str) -> StoreResult<Option<SessionRecord>> {
+    let Some(session) = operators::session(store, cookie)? else {
+        return Ok(None);
+    };
+    let operator_exists = operators::operator(store, &session.operator)?.is_some();
+    Ok(operator_exists.then_some(session))
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
