@@ -20,6 +20,10 @@ use crate::gateway::Gateway;
 /// How often the log's head is read when nothing woke the stream.
 const POLL: Duration = Duration::from_secs(2);
 
+/// The least time between two events of a stream: under a burst of
+/// callbacks a page refreshes once a second, not once per callback.
+const COALESCE: Duration = Duration::from_secs(1);
+
 /// The event stream: `change` events whose data is the newest audit seq.
 /// It ends when the session does (signed out, expired, or its operator
 /// removed).
@@ -33,6 +37,7 @@ pub(super) async fn stream(
         gateway,
         cookie: signed_in.cookie().to_owned(),
         seen: start,
+        sent: false,
     };
     Sse::new(futures::stream::unfold(watch, next_change)).keep_alive(KeepAlive::default())
 }
@@ -42,9 +47,14 @@ struct Watch {
     gateway: Arc<Gateway>,
     cookie: String,
     seen: i64,
+    /// Whether an event went out (the next one waits [`COALESCE`]).
+    sent: bool,
 }
 
 async fn next_change(mut watch: Watch) -> Option<(Result<Event, Infallible>, Watch)> {
+    if watch.sent {
+        tokio::time::sleep(COALESCE).await;
+    }
     loop {
         if !session_is_live(&watch.gateway, &watch.cookie).await {
             return None;
@@ -54,6 +64,7 @@ async fn next_change(mut watch: Watch) -> Option<(Result<Event, Infallible>, Wat
         match head(&gateway).await {
             Some(now) if now != watch.seen => {
                 watch.seen = now;
+                watch.sent = true;
                 let event = Event::default().event("change").data(now.to_string());
                 return Some((Ok(event), watch));
             }
