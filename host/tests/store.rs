@@ -111,8 +111,11 @@ fn on_connections<T: Send>(
             .map(|i| {
                 let (barrier, work) = (&barrier, &work);
                 s.spawn(move || {
-                    let store = backend.open();
+                    // A thread that cannot open still reaches the barrier,
+                    // so the others are not left waiting for it forever.
+                    let store = std::panic::catch_unwind(|| backend.open());
                     barrier.wait();
+                    let store = store.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                     work(i, &*store)
                 })
             })
@@ -171,6 +174,7 @@ on_both_backends!(
     audit_events_are_appended_with_the_change_and_only_then,
     a_lease_has_one_holder_until_it_expires,
     console_records_expire_and_one_time_records_are_taken_once,
+    expired_console_records_are_purged_by_the_next_put_of_their_kind,
     the_audit_head_is_the_newest_seq,
     the_audit_log_is_read_by_subject,
     an_orders_refunds_are_listed_oldest_first,
@@ -660,7 +664,7 @@ fn console_records_expire_and_one_time_records_are_taken_once(backend: &Backend)
         console_record(ConsoleKind::Invite, "old", "{}", Some(now)),
         console_record(ConsoleKind::Session, "a", "{\"session\":true}", None),
     ] {
-        store.put_console_record(&record).expect("put");
+        store.put_console_record(&record, now).expect("put");
     }
     let read = |kind, key: &str, at| store.console_record(kind, key, at).expect("read");
     assert_eq!(
@@ -696,7 +700,10 @@ fn console_records_expire_and_one_time_records_are_taken_once(backend: &Backend)
     );
 
     store
-        .put_console_record(&console_record(ConsoleKind::Invite, "a", "{\"n\":3}", None))
+        .put_console_record(
+            &console_record(ConsoleKind::Invite, "a", "{\"n\":3}", None),
+            now,
+        )
         .expect("replace");
     let taken = on_connections(backend, 4, |_, store| {
         store
@@ -723,6 +730,69 @@ fn console_records_expire_and_one_time_records_are_taken_once(backend: &Backend)
             .expect("list"),
         [],
         "taking removes it, expired or not"
+    );
+}
+
+/// Whether the backend still keeps the record, expired or not.
+fn console_record_is_kept(backend: &Backend, kind: ConsoleKind, key: &str) -> bool {
+    match backend {
+        Backend::Sqlite(dir) => {
+            raw(&sqlite_path(dir))
+                .query_row(
+                    "SELECT count(*) FROM console_records WHERE kind = ?1 AND key = ?2",
+                    [kind.as_str(), key],
+                    |r| r.get::<_, i64>(0),
+                )
+                .expect("count")
+                == 1
+        }
+        Backend::Redis(prefix) => {
+            let mut conn = ::redis::Client::open(support::redis::url())
+                .and_then(|c| c.get_connection())
+                .expect("connect");
+            ::redis::cmd("EXISTS")
+                .arg(format!("{prefix}console:{}:{key}", kind.as_str()))
+                .query::<i64>(&mut conn)
+                .expect("exists")
+                == 1
+        }
+    }
+}
+
+fn expired_console_records_are_purged_by_the_next_put_of_their_kind(backend: &Backend) {
+    let store = backend.open();
+    let now = 1_000_000;
+    for record in [
+        console_record(ConsoleKind::Ceremony, "abandoned", "{}", Some(now + 5)),
+        console_record(ConsoleKind::Session, "other-kind", "{}", Some(now + 5)),
+        console_record(ConsoleKind::Ceremony, "open", "{}", Some(now + 50)),
+    ] {
+        store.put_console_record(&record, now).expect("put");
+    }
+    assert!(console_record_is_kept(
+        backend,
+        ConsoleKind::Ceremony,
+        "abandoned"
+    ));
+    let later = console_record(ConsoleKind::Ceremony, "new", "{}", Some(now + 60));
+    store.put_console_record(&later, now + 5).expect("put");
+    assert!(
+        !console_record_is_kept(backend, ConsoleKind::Ceremony, "abandoned"),
+        "expired at the put's instant: gone"
+    );
+    assert!(console_record_is_kept(
+        backend,
+        ConsoleKind::Ceremony,
+        "open"
+    ));
+    assert!(console_record_is_kept(
+        backend,
+        ConsoleKind::Ceremony,
+        "new"
+    ));
+    assert!(
+        console_record_is_kept(backend, ConsoleKind::Session, "other-kind"),
+        "another kind waits for its own next put"
     );
 }
 

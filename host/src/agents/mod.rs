@@ -38,7 +38,7 @@ pub use self::payments::{
     approve_with_passkey, carry_out, deny, qr_svg,
 };
 
-use crate::store::AgentRecord;
+use crate::store::{AgentRecord, AgentStatus};
 
 /// What an agent may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -186,17 +186,20 @@ pub fn token_hash(token: &str) -> String {
 
 /// Checks a stored agent: not revoked, not expired, grant readable.
 pub fn admit(record: &AgentRecord, now_ms: i64) -> Result<Agent, AgentError> {
-    if record.revoked_at_ms.is_some() {
-        return Err(AgentError::unauthorized(
-            "token_revoked",
-            "this agent's token was revoked; ask the operator for a new one",
-        ));
-    }
-    if record.expires_at_ms.is_some_and(|at| at <= now_ms) {
-        return Err(AgentError::unauthorized(
-            "token_expired",
-            "this agent's token has expired; ask the operator for a new one",
-        ));
+    match record.status(now_ms) {
+        AgentStatus::Revoked => {
+            return Err(AgentError::unauthorized(
+                "token_revoked",
+                "this agent's token was revoked; ask the operator for a new one",
+            ));
+        }
+        AgentStatus::Expired => {
+            return Err(AgentError::unauthorized(
+                "token_expired",
+                "this agent's token has expired; ask the operator for a new one",
+            ));
+        }
+        AgentStatus::Active => {}
     }
     let grant: Grant = serde_json::from_str(&record.grant_json)
         .map_err(|e| AgentError::internal(format!("the agent's grant cannot be read: {e}")))?;

@@ -5,6 +5,7 @@
 //! stored only as their SHA-256, like agent tokens: a copy of the store
 //! opens nothing.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use webauthn_rs::prelude::{Passkey, Uuid};
@@ -12,7 +13,7 @@ use webauthn_rs::prelude::{Passkey, Uuid};
 use crate::agents::{random_token, token_hash};
 use crate::error::Error;
 use crate::gateway::{Gateway, now_ms};
-use crate::store::{ConsoleKind, ConsoleRecord, Store, StoreResult};
+use crate::store::{ConsoleKind, ConsoleRecord, Store, StoreError, StoreResult};
 
 /// How long a WebAuthn ceremony may take, start to finish.
 pub(super) const CEREMONY_MS: i64 = 5 * 60 * 1000;
@@ -60,15 +61,18 @@ pub async fn invite(gateway: &Gateway, name: &str) -> Result<Invite, Error> {
     let token = random_token("wxpi_");
     let expires_at_ms =
         now_ms().saturating_add(minutes_ms(gateway.config().console.invite_minutes));
-    let record = ConsoleRecord {
-        kind: ConsoleKind::Invite,
-        key: token_hash(&token),
-        value: to_json(&InviteRecord {
-            operator: name.to_owned(),
-        })?,
-        expires_at_ms: Some(expires_at_ms),
+    let invited = InviteRecord {
+        operator: name.to_owned(),
     };
-    gateway.db(move |s| s.put_console_record(&record)).await?;
+    let record = console_record(
+        ConsoleKind::Invite,
+        token_hash(&token),
+        &invited,
+        Some(expires_at_ms),
+    )?;
+    gateway
+        .db(move |s| s.put_console_record(&record, now_ms()))
+        .await?;
     gateway
         .audit(
             "operator:cli",
@@ -95,7 +99,7 @@ pub async fn operator_names(gateway: &Gateway) -> Result<Vec<(String, usize)>, E
     records
         .iter()
         .map(|(name, value)| {
-            let operator: OperatorRecord = from_json(value).map_err(Error::from)?;
+            let operator: OperatorRecord = from_json(value)?;
             Ok((name.clone(), operator.passkeys.len()))
         })
         .collect()
@@ -157,51 +161,51 @@ pub(super) fn minutes_ms(minutes: u64) -> i64 {
     i64::try_from(minutes.saturating_mul(60_000)).unwrap_or(i64::MAX)
 }
 
-pub(super) fn to_json(value: &impl Serialize) -> Result<String, Error> {
-    serde_json::to_string(value).map_err(|e| Error::input("console record", e))
+/// A console record holding `value` as JSON.
+pub(super) fn console_record(
+    kind: ConsoleKind,
+    key: String,
+    value: &impl Serialize,
+    expires_at_ms: Option<i64>,
+) -> StoreResult<ConsoleRecord> {
+    let value = serde_json::to_string(value)
+        .map_err(|e| StoreError::corrupt("console record", e.to_string()))?;
+    Ok(ConsoleRecord {
+        kind,
+        key,
+        value,
+        expires_at_ms,
+    })
 }
 
-pub(super) fn from_json<T: serde::de::DeserializeOwned>(
-    value: &str,
-) -> Result<T, crate::store::StoreError> {
-    serde_json::from_str(value)
-        .map_err(|e| crate::store::StoreError::corrupt("console record", e.to_string()))
+pub(super) fn from_json<T: DeserializeOwned>(value: &str) -> StoreResult<T> {
+    serde_json::from_str(value).map_err(|e| StoreError::corrupt("console record", e.to_string()))
+}
+
+/// A found record's document, decoded.
+pub(super) fn decoded<T: DeserializeOwned>(found: Option<String>) -> StoreResult<Option<T>> {
+    found.map(|v| from_json(&v)).transpose()
 }
 
 /// The operator, if registered.
 pub(super) fn operator(store: &dyn Store, name: &str) -> StoreResult<Option<OperatorRecord>> {
-    store
-        .console_record(ConsoleKind::Operator, name, now_ms())?
-        .map(|v| from_json(&v))
-        .transpose()
+    decoded(store.console_record(ConsoleKind::Operator, name, now_ms())?)
 }
 
 /// Stores the operator (new, or with a changed passkey list or counter).
 pub(super) fn save_operator(store: &dyn Store, operator: &OperatorRecord) -> StoreResult<()> {
-    let value = serde_json::to_string(operator)
-        .map_err(|e| crate::store::StoreError::corrupt("console record", e.to_string()))?;
-    store.put_console_record(&ConsoleRecord {
-        kind: ConsoleKind::Operator,
-        key: operator.name.clone(),
-        value,
-        expires_at_ms: None,
-    })
+    let record = console_record(ConsoleKind::Operator, operator.name.clone(), operator, None)?;
+    store.put_console_record(&record, now_ms())
 }
 
 /// Takes the invite whose token hashes to `key`: it works once.
 pub(super) fn take_invite(store: &dyn Store, key: &str) -> StoreResult<Option<InviteRecord>> {
-    store
-        .take_console_record(ConsoleKind::Invite, key, now_ms())?
-        .map(|v| from_json(&v))
-        .transpose()
+    decoded(store.take_console_record(ConsoleKind::Invite, key, now_ms())?)
 }
 
-/// Reads the invite behind `token` without using it up.
-pub(super) fn peek_invite(store: &dyn Store, token: &str) -> StoreResult<Option<InviteRecord>> {
-    store
-        .console_record(ConsoleKind::Invite, &token_hash(token), now_ms())?
-        .map(|v| from_json(&v))
-        .transpose()
+/// Reads the invite whose token hashes to `key` without using it up.
+pub(super) fn peek_invite(store: &dyn Store, key: &str) -> StoreResult<Option<InviteRecord>> {
+    decoded(store.console_record(ConsoleKind::Invite, key, now_ms())?)
 }
 
 /// Starts a session for the operator; returns the cookie's secret value.
@@ -217,23 +221,19 @@ pub(super) fn open_session(
         csrf: random_token(""),
         created_at_ms: now,
     };
-    let value = serde_json::to_string(&record)
-        .map_err(|e| crate::store::StoreError::corrupt("console record", e.to_string()))?;
-    store.put_console_record(&ConsoleRecord {
-        kind: ConsoleKind::Session,
-        key: token_hash(&cookie),
-        value,
-        expires_at_ms: Some(now.saturating_add(lifetime_ms)),
-    })?;
+    let stored = console_record(
+        ConsoleKind::Session,
+        token_hash(&cookie),
+        &record,
+        Some(now.saturating_add(lifetime_ms)),
+    )?;
+    store.put_console_record(&stored, now)?;
     Ok(cookie)
 }
 
 /// The session behind a cookie value, if it is live.
 pub(super) fn session(store: &dyn Store, cookie: &str) -> StoreResult<Option<SessionRecord>> {
-    store
-        .console_record(ConsoleKind::Session, &token_hash(cookie), now_ms())?
-        .map(|v| from_json(&v))
-        .transpose()
+    decoded(store.console_record(ConsoleKind::Session, &token_hash(cookie), now_ms())?)
 }
 
 /// Ends the session behind a cookie value.

@@ -553,29 +553,23 @@ pub(super) async fn agents(
     State(console): State<Arc<Console>>,
     signed_in: SignedIn,
 ) -> Result<Html<String>, ConsoleError> {
-    let day_ago = now_ms().saturating_sub(24 * 3600 * 1000);
+    let now = now_ms();
+    let window_start = now.saturating_sub(agents::BUDGET_WINDOW_MS);
     let agents = console
         .read(move |s| {
             s.agents()?
                 .into_iter()
                 .map(|a| {
-                    let spend = s.agent_spend(&a.agent_id, day_ago)?;
+                    let spend = s.agent_spend(&a.agent_id, window_start)?;
                     Ok((a, spend))
                 })
                 .collect::<crate::store::StoreResult<Vec<_>>>()
         })
         .await?;
-    let now = now_ms();
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|(a, spend)| {
-            let status = if a.revoked_at_ms.is_some() {
-                "revoked"
-            } else if a.expires_at_ms.is_some_and(|at| at <= now) {
-                "expired"
-            } else {
-                "active"
-            };
+            let status = a.status(now).as_str();
             let grant = serde_json::from_str::<Grant>(&a.grant_json).ok();
             let capabilities = grant.as_ref().map_or_else(String::new, |g| {
                 g.capabilities

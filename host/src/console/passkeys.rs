@@ -25,12 +25,12 @@ use webauthn_rs::{Webauthn, WebauthnBuilder};
 
 use super::Console;
 use super::error::{ConsoleError, JsonError};
-use super::operators::{self, CEREMONY_MS, OperatorRecord, from_json, minutes_ms, to_json};
+use super::operators::{self, CEREMONY_MS, OperatorRecord, console_record, decoded, minutes_ms};
 use super::session::{SignedIn, session_cookie};
 use crate::agents::{PasskeyProof, approve_with_passkey, random_token, token_hash};
 use crate::error::Error;
 use crate::gateway::now_ms;
-use crate::store::{ApprovalState, ConsoleKind, ConsoleRecord};
+use crate::store::{ApprovalState, ConsoleKind};
 
 /// The relying party: passkeys are bound to the console's host name, and
 /// every ceremony's origin must be the console's.
@@ -82,14 +82,14 @@ enum Ceremony {
 
 async fn store_ceremony(console: &Console, ceremony: &Ceremony) -> Result<String, ConsoleError> {
     let id = random_token("wxpc_");
-    let record = ConsoleRecord {
-        kind: ConsoleKind::Ceremony,
-        key: token_hash(&id),
-        value: to_json(ceremony)?,
-        expires_at_ms: Some(now_ms().saturating_add(CEREMONY_MS)),
-    };
+    let record = console_record(
+        ConsoleKind::Ceremony,
+        token_hash(&id),
+        ceremony,
+        Some(now_ms().saturating_add(CEREMONY_MS)),
+    )?;
     console
-        .write(move |s| s.put_console_record(&record))
+        .write(move |s| s.put_console_record(&record, now_ms()))
         .await?;
     Ok(id)
 }
@@ -100,10 +100,9 @@ async fn take_ceremony(console: &Console, id: &str) -> Result<Ceremony, ConsoleE
     let found = console
         .write(move |s| s.take_console_record(ConsoleKind::Ceremony, &key, now_ms()))
         .await?;
-    let value = found.ok_or_else(|| {
+    decoded(found)?.ok_or_else(|| {
         ConsoleError::Passkey("this ceremony is unknown, expired or already used".to_owned())
-    })?;
-    Ok(from_json(&value)?)
+    })
 }
 
 fn webauthn_failed(e: impl std::fmt::Display) -> ConsoleError {
@@ -121,17 +120,19 @@ pub(super) async fn register_start(
     Json(body): Json<RegisterStart>,
 ) -> Result<Json<Value>, JsonError> {
     let invite_key = token_hash(&body.invite);
-    let invite = {
-        let token = body.invite.clone();
-        console
-            .read(move |s| operators::peek_invite(s, &token))
-            .await?
-    }
-    .ok_or_else(|| {
-        ConsoleError::Passkey("this invite is unknown, expired or already used".to_owned())
-    })?;
-    let name = invite.operator.clone();
-    let existing = console.read(move |s| operators::operator(s, &name)).await?;
+    let key = invite_key.clone();
+    let (invite, existing) = console
+        .read(move |s| {
+            let Some(invite) = operators::peek_invite(s, &key)? else {
+                return Ok(None);
+            };
+            let existing = operators::operator(s, &invite.operator)?;
+            Ok(Some((invite, existing)))
+        })
+        .await?
+        .ok_or_else(|| {
+            ConsoleError::Passkey("this invite is unknown, expired or already used".to_owned())
+        })?;
     let user_id = existing.as_ref().map_or_else(Uuid::new_v4, |o| o.user_id);
     let exclude = existing.map(|o| o.passkeys.iter().map(|p| p.cred_id().clone()).collect());
     let (options, state) = console
@@ -274,10 +275,11 @@ pub(super) async fn approval_start(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, JsonError> {
     signed_in.check_csrf_header(&headers)?;
-    let approval = console
-        .read(move |s| s.approval_by_id(id))
-        .await?
-        .ok_or_else(|| ConsoleError::NotFound(format!("approval {id}")))?;
+    let name = signed_in.operator().to_owned();
+    let (approval, record) = console
+        .read(move |s| Ok((s.approval_by_id(id)?, operators::operator(s, &name)?)))
+        .await?;
+    let approval = approval.ok_or_else(|| ConsoleError::NotFound(format!("approval {id}")))?;
     if approval.state != ApprovalState::Pending {
         return Err(ConsoleError::BadRequest(format!(
             "approval {id} is already {}",
@@ -285,11 +287,7 @@ pub(super) async fn approval_start(
         ))
         .into());
     }
-    let name = signed_in.operator().to_owned();
-    let record = console
-        .read(move |s| operators::operator(s, &name))
-        .await?
-        .ok_or(ConsoleError::SignedOut)?;
+    let record = record.ok_or(ConsoleError::SignedOut)?;
     let (options, state) = console
         .passkeys
         .webauthn

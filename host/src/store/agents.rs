@@ -35,6 +35,42 @@ pub struct AgentRecord {
     pub revoked_at_ms: Option<i64>,
 }
 
+/// Whether an agent's token works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentStatus {
+    /// It works.
+    Active,
+    /// The operator revoked it.
+    Revoked,
+    /// Its lifetime ended.
+    Expired,
+}
+
+impl AgentStatus {
+    /// The word for people.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+impl AgentRecord {
+    /// Whether its token works at `now_ms`; a revoked token is revoked
+    /// even after it would have expired.
+    pub fn status(&self, now_ms: i64) -> AgentStatus {
+        if self.revoked_at_ms.is_some() {
+            AgentStatus::Revoked
+        } else if self.expires_at_ms.is_some_and(|at| at <= now_ms) {
+            AgentStatus::Expired
+        } else {
+            AgentStatus::Active
+        }
+    }
+}
+
 impl fmt::Debug for AgentRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentRecord")

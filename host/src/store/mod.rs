@@ -53,7 +53,8 @@ pub mod sqlite;
 mod types;
 
 pub use self::agents::{
-    Admission, AgentRecord, Approval, ApprovalInput, ApprovalKind, ApprovalState, SpendLimit,
+    Admission, AgentRecord, AgentStatus, Approval, ApprovalInput, ApprovalKind, ApprovalState,
+    SpendLimit,
 };
 pub use self::console::{ConsoleKind, ConsoleRecord};
 pub use self::error::StoreError;
@@ -419,8 +420,10 @@ pub trait Store: Send + Sync {
     /// The order's refunds, oldest first.
     fn order_refunds(&self, out_trade_no: &str) -> StoreResult<Vec<Refund>>;
 
-    /// Stores the console record, replacing one with the same kind and key.
-    fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()>;
+    /// Stores the console record, replacing one with the same kind and key,
+    /// and deletes the kind's records expired at `now_ms` (abandoned
+    /// ceremonies and ended sessions do not pile up).
+    fn put_console_record(&self, record: &ConsoleRecord, now_ms: i64) -> StoreResult<()>;
 
     /// The console record's document, unless it is missing or expired at
     /// `now_ms`.

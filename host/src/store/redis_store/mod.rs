@@ -959,12 +959,13 @@ impl Store for RedisStore {
         Ok(refunds)
     }
 
-    fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()> {
+    fn put_console_record(&self, record: &ConsoleRecord, now_ms: i64) -> StoreResult<()> {
         let mut args = Args::default();
         args.text(record.kind.as_str())
             .text(&record.key)
             .text(&record.value)
-            .opt_int(record.expires_at_ms);
+            .opt_int(record.expires_at_ms)
+            .int(now_ms);
         self.call("put_console_record", &mut args).map(drop)
     }
 

@@ -875,8 +875,14 @@ local function forget_console_record(kind, name)
   redis.call('SREM', key('console_keys', kind), name)
 end
 
+-- Stores a record, after deleting the kind's records expired at `now`.
 function ops.put_console_record()
-  local kind, name, value, expires = A[1], A[2], A[3], opt(A[4])
+  local kind, name, value, expires, now = A[1], A[2], A[3], opt(A[4]), A[5]
+  for _, other in ipairs(redis.call('SMEMBERS', key('console_keys', kind))) do
+    if not live_console_value(key('console', kind, other), now) then
+      forget_console_record(kind, other)
+    end
+  end
   redis.call('HSET', key('console', kind, name), 'value', value, 'expires_at_ms', expires or '')
   redis.call('SADD', key('console_keys', kind), name)
   return 1

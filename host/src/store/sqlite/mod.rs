@@ -1076,8 +1076,13 @@ impl Store for SqliteStore {
         )
     }
 
-    fn put_console_record(&self, record: &ConsoleRecord) -> StoreResult<()> {
+    fn put_console_record(&self, record: &ConsoleRecord, now_ms: i64) -> StoreResult<()> {
         self.write(|tx| {
+            tx.prepare_cached(
+                "DELETE FROM console_records WHERE kind = ?1 AND expires_at_ms <= ?2",
+            )
+            .and_then(|mut stmt| stmt.execute(params![record.kind.as_str(), now_ms]))
+            .ctx("purge console records")?;
             tx.prepare_cached(
                 "INSERT INTO console_records (kind, key, value, expires_at_ms)
                  VALUES (?1, ?2, ?3, ?4)
