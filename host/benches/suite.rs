@@ -8,6 +8,10 @@ use std::process::ExitCode;
 use wxpay::bench::micro::Effort;
 use wxpay::bench::suite::{self, EndToEnd, RedisChoice, SuiteOptions};
 
+/// The same allocator as the `wxpay` binary, so both report the same figures.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn workspace_root() -> PathBuf {
     let host = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     host.parent().map_or_else(|| host.clone(), PathBuf::from)

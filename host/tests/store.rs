@@ -17,8 +17,8 @@ use std::sync::{Arc, Barrier};
 use wxpay::store::{
     Admission, AgentRecord, ApprovalInput, ApprovalKind, ApprovalState, AuditEventInput, Charge,
     ChargeInput, ConsoleKind, ConsoleRecord, Inserted, NotificationKind, Order, OrderPatch,
-    OrderState, Refund, RefundInsert, RefundPatch, RefundState, SCHEMA_VERSION, SpendLimit,
-    SqliteStore, Store, StoreError, Transition, Usage, Verdict,
+    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, SCHEMA_VERSION,
+    SpendLimit, SqliteStore, Store, StoreError, Transition, Usage, Verdict,
 };
 use wxpay_guest::SignType;
 
@@ -159,6 +159,7 @@ on_both_backends!(
     notifications_keep_raw_bytes_and_page_oldest_first,
     concurrent_duplicate_notifications_through_one_store_apply_once,
     concurrent_duplicate_notifications_through_separate_connections_apply_once,
+    paid_notifications_as_futures_and_blocking_calls_apply_once_together,
     an_applied_payment_survives_reopening,
     the_audit_log_is_ordered,
     refunds_are_idempotent_and_never_exceed_the_order,
@@ -242,13 +243,17 @@ fn a_newer_schema_is_refused() {
 }
 
 #[test]
-fn wal_and_synchronous_full_are_in_force() {
+fn wal_and_a_flush_before_every_answer_are_in_force() {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("wxpay.db");
     let store = SqliteStore::open(&path).expect("open");
     let settings = store.settings().expect("settings");
     assert_eq!(settings.journal_mode, "wal");
-    assert_eq!(settings.synchronous, 2, "2 is FULL");
+    assert_eq!(
+        settings.synchronous, 1,
+        "1 is NORMAL: COMMIT does not flush"
+    );
+    assert!(settings.flushes_wal, "so the store flushes the WAL itself");
     assert!(settings.foreign_keys);
     assert!(settings.busy_timeout_ms >= 1000, "{settings:?}");
     // WAL is a property of the file: another connection sees it too.
@@ -618,6 +623,82 @@ fn concurrent_duplicate_notifications_through_separate_connections_apply_once(ba
     .flatten()
     .collect();
     assert_paid_once(&*backend.open(), &results, THREADS * EACH);
+}
+
+fn paid_notifications_as_futures_and_blocking_calls_apply_once_together(backend: &Backend) {
+    // The callback's write (a future on the store's own writer) and the
+    // blocking call share one compare-and-set: one pays, the rest are
+    // duplicates, every one is recorded, and only the paying one audits.
+    const TASKS: usize = 60;
+    const THREADS: usize = 4;
+    const EACH: usize = 10;
+    let store = backend.open();
+    insert_new(&*store, &order("o-1", OrderState::Pending, T0));
+    let paid = |i: usize| PaidNotification {
+        out_trade_no: "o-1".into(),
+        transaction_id: "tx-1".into(),
+        paid_at_ms: T0,
+        body: BODY.to_vec(),
+        at_ms: T0 + i as i64,
+        audit: Some(audit_input("notification.payment")),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let futures: Vec<_> = (0..TASKS)
+        .map(|i| runtime.spawn(store.apply_paid_notification(paid(i))))
+        .collect();
+    let blocking: Vec<Transition> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let store = Arc::clone(&store);
+                s.spawn(move || {
+                    (0..EACH)
+                        .map(|i| {
+                            store
+                                .apply_payment_notification(
+                                    "o-1",
+                                    "tx-1",
+                                    T0,
+                                    BODY,
+                                    T0 + i as i64,
+                                    None,
+                                )
+                                .expect("apply")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut results = runtime.block_on(async {
+        let mut results = Vec::new();
+        for future in futures {
+            results.push(future.await.expect("task").expect("apply"));
+        }
+        results
+    });
+    let audited = results.iter().any(Transition::applied);
+    results.extend(blocking);
+    assert_paid_once(&*store, &results, TASKS + THREADS * EACH);
+    let audit = store.audit(0, 100).expect("audit");
+    assert_eq!(audit.len(), usize::from(audited), "{audit:?}");
+    let refused = runtime.block_on(store.apply_paid_notification(PaidNotification {
+        audit: Some(AuditEventInput {
+            detail: "not json".into(),
+            ..audit_input("notification.payment")
+        }),
+        ..paid(0)
+    }));
+    assert!(
+        refused.is_err(),
+        "a malformed audit event is refused up front"
+    );
 }
 
 fn an_applied_payment_survives_reopening(backend: &Backend) {

@@ -38,13 +38,16 @@ use crate::demo::Stage;
 use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::sandbox::Sandbox;
-use crate::store::OrderState;
+use crate::store::{Inserted, Order, OrderState, StoreResult};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Payment intents to place (and then notifications to send, one each).
     pub intents: usize,
+    /// More pending orders written straight to the store (see
+    /// [`seed_orders`]), so the notifications outnumber the intents.
+    pub seeded: usize,
     /// Extra copies of every notification, sent after the first round.
     pub duplicates: usize,
     /// Requests in flight at once.
@@ -148,8 +151,9 @@ pub async fn run(
     say(
         out,
         &format!(
-            "{} intents, {} duplicate rounds, concurrency {}, offered rate {}\n",
+            "{} intents, {} seeded orders, {} duplicate rounds, concurrency {}, offered rate {}\n",
             options.intents,
+            options.seeded,
             options.duplicates,
             options.concurrency,
             options
@@ -162,8 +166,13 @@ pub async fn run(
     let pace = options.pace();
     let intents = place_intents(&http, &stage.api, &token, options.intents, pace).await;
     say(out, &intents.0.line());
-    let orders = intents.1;
+    all_succeeded([&intents.0])?;
+    let mut orders = intents.1;
+    if let Some(template) = orders.first().cloned() {
+        orders.extend(seed_orders(&stage.gateway, &template, options.seeded).await?);
+    }
     let bodies = Arc::new(notification_bodies(&stage.gateway, &orders)?);
+    say(out, &format!("sending {} notifications", bodies.len()));
     let mut reports = vec![intents.0];
     let count = bodies.len();
     let first = notify(
@@ -188,6 +197,15 @@ pub async fn run(
         out,
         &format!("\nall {} orders are paid in the store", orders.len()),
     );
+    if let Some(stats) = stage.gateway.store().commit_stats() {
+        say(
+            out,
+            &format!(
+                "store: {} changes in {} commits and {} flushes of the WAL",
+                stats.changes, stats.commits, stats.flushes
+            ),
+        );
+    }
     all_succeeded(&reports)?;
     Ok(reports)
 }
@@ -294,6 +312,63 @@ pub(crate) async fn place_intents(
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     );
     (report, orders)
+}
+
+/// `count` more pending orders like `template` (one the agent API placed),
+/// written straight to the gateway's store, so callbacks can be measured
+/// on first deliveries at rates the intent path could not feed in time.
+/// They belong to no agent, so no budget counts them.
+pub(crate) async fn seed_orders(
+    gateway: &Gateway,
+    template: &Placed,
+    count: usize,
+) -> Result<Vec<Placed>, Error> {
+    let lookup = template.out_trade_no.clone();
+    let template = gateway
+        .db(move |s| s.order(&lookup))
+        .await?
+        .ok_or_else(|| Error::input("bench", "the template order is not stored"))?;
+    let run = std::process::id();
+    let mut writes = tokio::task::JoinSet::new();
+    let mut seeded = Vec::with_capacity(count);
+    for i in 0..count {
+        let order = Order {
+            out_trade_no: format!("seed{run}x{i}"),
+            idempotency_key: None,
+            agent_id: None,
+            ..template.clone()
+        };
+        seeded.push(Placed {
+            out_trade_no: order.out_trade_no.clone(),
+            amount_fen: order.total_fee,
+        });
+        let store = Arc::clone(gateway.store());
+        writes.spawn_blocking(move || store.insert_order(&order));
+        if writes.len() >= SEED_WRITERS {
+            seeded_one(writes.join_next().await)?;
+        }
+    }
+    while let Some(joined) = writes.join_next().await {
+        seeded_one(Some(joined))?;
+    }
+    Ok(seeded)
+}
+
+/// Writes in flight while seeding: enough for group commit to batch them.
+const SEED_WRITERS: usize = 64;
+
+type SeedWrite = Result<StoreResult<Inserted<Order>>, tokio::task::JoinError>;
+
+fn seeded_one(joined: Option<SeedWrite>) -> Result<(), Error> {
+    match joined {
+        None | Some(Ok(Ok(Inserted::New))) => Ok(()),
+        Some(Ok(Ok(Inserted::Exists(o)))) => Err(Error::input(
+            "bench",
+            format!("seeded order {} already exists", o.out_trade_no),
+        )),
+        Some(Ok(Err(e))) => Err(e.into()),
+        Some(Err(e)) => Err(Error::input("bench seeding task", e)),
+    }
 }
 
 /// One genuine payment notification per order, signed in the component

@@ -57,6 +57,10 @@ struct LoadArgs {
     /// Payment intents to place; each order then gets one notification.
     #[arg(long, default_value_t = 2_000)]
     intents: usize,
+    /// Pending orders to add straight to the store, each then notified
+    /// like the placed ones (first deliveries beyond what intents feed).
+    #[arg(long, default_value_t = 0)]
+    seeded: usize,
     /// Extra rounds of duplicate notifications.
     #[arg(long, default_value_t = 1)]
     duplicates: usize,
@@ -121,6 +125,7 @@ fn run_load(load_args: &LoadArgs) -> Result<(), Error> {
     let sandbox = Arc::new(load_args.component.sandbox()?);
     let options = LoadOptions {
         intents: load_args.intents,
+        seeded: load_args.seeded,
         duplicates: load_args.duplicates,
         concurrency: load_args.concurrency,
         rate: load_args.rate,

@@ -71,6 +71,9 @@ pub struct Gateway {
     policy: Policy,
     sandbox_key: Option<SandboxKey>,
     changes: tokio::sync::Notify,
+    /// The component's SUCCESS reply to a notification: the same bytes
+    /// every time, so it is asked for once.
+    ack: String,
     /// This process among the gateways sharing the store (for leases).
     instance_id: String,
     metrics: Metrics,
@@ -110,6 +113,7 @@ impl Gateway {
         let size = config.component.instances.unwrap_or(4);
         let signers = SignerPool::new(Arc::clone(&sandbox), settings, key, size)?;
         let defaults = signers.with(|s| s.instance.default_policy())?;
+        let ack = signers.with(|s| s.instance.notification_ack())?;
         let policy = config.policy(defaults);
         let catalog = config.catalog();
         Ok(Arc::new(Self {
@@ -121,6 +125,7 @@ impl Gateway {
             policy,
             sandbox_key,
             changes: tokio::sync::Notify::new(),
+            ack,
             instance_id: format!(
                 "gateway-{}-{:016x}",
                 std::process::id(),

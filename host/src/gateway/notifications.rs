@@ -16,7 +16,8 @@ use crate::error::Error;
 use crate::metrics::rejection_reason;
 use crate::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
 use crate::store::{
-    NotificationKind, Order, OrderPatch, OrderState, Refund, RefundState, Transition, Verdict,
+    NotificationKind, Order, OrderPatch, OrderState, PaidNotification, Refund, RefundState,
+    Transition, Verdict,
 };
 
 /// What to answer WeChat.
@@ -121,7 +122,6 @@ impl Gateway {
             .and_then(parse_beijing_time)
             .unwrap_or_else(now_ms);
         let txid = notice.transaction_id.clone();
-        let stored_body = body.clone();
         let subject = expected.out_trade_no;
         let event = audit_event(
             ACTOR,
@@ -131,15 +131,14 @@ impl Gateway {
             json!({"transaction_id": notice.transaction_id, "total_fee": order.total_fee}),
         );
         let applied = self
-            .db(move |s| {
-                s.apply_payment_notification(
-                    &no,
-                    &txid,
-                    paid_at,
-                    &stored_body,
-                    now_ms(),
-                    Some(&event),
-                )
+            .store
+            .apply_paid_notification(PaidNotification {
+                out_trade_no: no,
+                transaction_id: txid,
+                paid_at_ms: paid_at,
+                body,
+                at_ms: now_ms(),
+                audit: Some(event),
             })
             .await?;
         match applied {
@@ -367,10 +366,9 @@ impl Gateway {
     }
 
     fn ack(&self, verdict: Verdict) -> Result<NotifyReply, Error> {
-        let body = self.sign(|s| s.instance.notification_ack())?;
         Ok(NotifyReply {
             acknowledged: true,
-            body,
+            body: self.ack.clone(),
             verdict,
             reason: "none",
         })

@@ -64,8 +64,13 @@ pub use self::redis_store::{RedisSettings, RedisStore};
 pub use self::sqlite::{CommitStats, SqliteSettings, SqliteStore};
 pub use self::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
-    OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
+    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, Transition,
+    Verdict,
 };
+
+/// A store call's result, arriving later, holding no thread meanwhile.
+pub type StoreFuture<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = StoreResult<T>> + Send + 'static>>;
 
 /// Where the durable state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +138,7 @@ pub const SCHEMA_VERSION: i64 = schema::KNOWN_VERSION;
 /// is durable when it returns `Ok`; on `Err` nothing was written.
 ///
 /// Methods are synchronous: callers on an async runtime use
-/// `spawn_blocking`.
+/// `spawn_blocking`, except for the few that return a [`StoreFuture`].
 pub trait Store: Send + Sync {
     /// True when reads answer from this machine's memory or disk without
     /// waiting for another process, a lock held across a flush, or the
@@ -142,6 +147,12 @@ pub trait Store: Send + Sync {
     /// read). Writes always go to a blocking thread.
     fn reads_are_local(&self) -> bool {
         false
+    }
+
+    /// How changes were grouped into commits and flushes, for a store
+    /// that groups them (SQLite).
+    fn commit_stats(&self) -> Option<CommitStats> {
+        None
     }
 
     /// Stores a new order, with `version` 1 (the given version is ignored).
@@ -250,6 +261,12 @@ pub trait Store: Send + Sync {
         at_ms: i64,
         audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>>;
+
+    /// [`Store::apply_payment_notification`] as a future that holds no
+    /// thread while the change waits for the disk or the network: the
+    /// callback's one write, so a burst of notifications parks no thread
+    /// each. Same outcomes; it resolves once both writes are durable.
+    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>>;
 
     /// Up to `limit` refunds in one of `states` whose last change is before
     /// `older_than_ms`, oldest change first: refunds whose outcome

@@ -372,6 +372,25 @@ pub struct NotificationRecord {
     pub dedupe_key: Option<String>,
 }
 
+/// A verified notification that an order was paid, as
+/// [`Store::apply_paid_notification`](super::Store::apply_paid_notification)
+/// records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaidNotification {
+    /// The order.
+    pub out_trade_no: String,
+    /// WeChat's transaction id.
+    pub transaction_id: String,
+    /// When WeChat says it was paid.
+    pub paid_at_ms: i64,
+    /// The notification as received.
+    pub body: Vec<u8>,
+    /// When it was received.
+    pub at_ms: i64,
+    /// Appended when this notification paid the order.
+    pub audit: Option<AuditEventInput>,
+}
+
 /// An audit event to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEventInput {

@@ -48,9 +48,10 @@ use super::ledger::{Charge, ChargeInput, LedgerEntry};
 use super::meters::{Meter, Usage};
 use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
-    OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
+    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, Transition,
+    Verdict,
 };
-use super::{ConsoleKind, ConsoleRecord, Store, StoreResult, check_audit};
+use super::{ConsoleKind, ConsoleRecord, Store, StoreFuture, StoreResult, check_audit};
 
 /// The store script, loaded once per server and then called by its hash.
 static SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("store.lua")));
@@ -217,17 +218,38 @@ impl RedisStore {
 
     /// Runs one operation of the store script.
     fn call(&self, op: &'static str, args: &mut Args) -> StoreResult<Value> {
+        let argv = self.script_argv(op, args);
+        self.round_trip(op, move |conn| invoke(conn, argv))
+    }
+
+    /// The store script's arguments for `op`.
+    fn script_argv(&self, op: &'static str, args: &mut Args) -> Vec<Vec<u8>> {
         let mut argv = Vec::with_capacity(args.0.len() + 2);
         argv.push(self.prefix.as_bytes().to_vec());
         argv.push(op.as_bytes().to_vec());
         argv.append(&mut args.0);
-        self.round_trip(op, |mut conn| async move {
-            let mut invocation = SCRIPT.prepare_invoke();
-            for arg in &argv {
-                invocation.arg(arg.as_slice());
-            }
-            invocation.invoke_async::<Value>(&mut conn).await
-        })
+        argv
+    }
+
+    /// Starts one operation of the store script on the store's runtime;
+    /// the future waits for its reply without holding a thread.
+    fn call_later(
+        &self,
+        op: &'static str,
+        args: &mut Args,
+    ) -> impl Future<Output = StoreResult<Value>> + Send + 'static {
+        let started = self
+            .runtime()
+            .map(|runtime| runtime.spawn(invoke(self.connection(), self.script_argv(op, args))));
+        async move {
+            started?
+                .await
+                .map_err(|e| StoreError::Redis {
+                    op,
+                    detail: format!("the store's runtime stopped: {e}"),
+                })?
+                .map_err(|e| StoreError::redis(op, &e))
+        }
     }
 
     /// Runs `request` on a pooled connection, on the store's runtime, and
@@ -298,19 +320,7 @@ impl RedisStore {
         what: &'static str,
         decode: fn(&Fields) -> StoreResult<T>,
     ) -> StoreResult<Transition<T>> {
-        let reply = self.call(op, args)?;
-        let (code, rest) = tagged(&reply, what)?;
-        let record = || -> StoreResult<T> {
-            let value = rest.first().unwrap_or(&Value::Nil);
-            decode(&Fields::required(value, what)?)
-        };
-        Ok(match code.as_str() {
-            "applied" => Transition::Applied(record()?),
-            "already" => Transition::AlreadyThere(record()?),
-            "refused" => Transition::Refused(record()?),
-            "missing" => Transition::Missing,
-            _ => return Err(StoreError::corrupt(what, "unknown outcome")),
-        })
+        transition_reply(&self.call(op, args)?, what, decode)
     }
 
     fn orders_or_refunds<T>(
@@ -342,6 +352,54 @@ impl Drop for RedisStore {
             runtime.shutdown_background();
         }
     }
+}
+
+/// The script's arguments for a payment notification.
+fn payment_args(
+    out_trade_no: &str,
+    transaction_id: &str,
+    paid_at_ms: i64,
+    body: &[u8],
+    at_ms: i64,
+    audit: Option<&AuditEventInput>,
+) -> StoreResult<Args> {
+    let mut args = Args::default();
+    args.text(out_trade_no)
+        .text(transaction_id)
+        .int(paid_at_ms)
+        .bytes(body)
+        .int(at_ms);
+    audit_event(&mut args, audit)?;
+    Ok(args)
+}
+
+/// Invokes the store script with `argv` on `conn`.
+async fn invoke(mut conn: ConnectionManager, argv: Vec<Vec<u8>>) -> redis::RedisResult<Value> {
+    let mut invocation = SCRIPT.prepare_invoke();
+    for arg in &argv {
+        invocation.arg(arg.as_slice());
+    }
+    invocation.invoke_async::<Value>(&mut conn).await
+}
+
+/// A `{applied|already|refused, record}` or `{missing}` reply.
+fn transition_reply<T>(
+    reply: &Value,
+    what: &'static str,
+    decode: fn(&Fields) -> StoreResult<T>,
+) -> StoreResult<Transition<T>> {
+    let (code, rest) = tagged(reply, what)?;
+    let record = || -> StoreResult<T> {
+        let value = rest.first().unwrap_or(&Value::Nil);
+        decode(&Fields::required(value, what)?)
+    };
+    Ok(match code.as_str() {
+        "applied" => Transition::Applied(record()?),
+        "already" => Transition::AlreadyThere(record()?),
+        "refused" => Transition::Refused(record()?),
+        "missing" => Transition::Missing,
+        _ => return Err(StoreError::corrupt(what, "unknown outcome")),
+    })
 }
 
 /// Runs `future` on the store's runtime and waits for it, from any thread.
@@ -609,19 +667,31 @@ impl Store for RedisStore {
         at_ms: i64,
         audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>> {
-        let mut args = Args::default();
-        args.text(out_trade_no)
-            .text(transaction_id)
-            .int(paid_at_ms)
-            .bytes(body)
-            .int(at_ms);
-        audit_event(&mut args, audit)?;
+        let mut args = payment_args(out_trade_no, transaction_id, paid_at_ms, body, at_ms, audit)?;
         self.transition(
             "apply_payment_notification",
             &mut args,
             "orders",
             fields::order,
         )
+    }
+
+    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>> {
+        let p = &paid;
+        let args = payment_args(
+            &p.out_trade_no,
+            &p.transaction_id,
+            p.paid_at_ms,
+            &p.body,
+            p.at_ms,
+            p.audit.as_ref(),
+        );
+        let mut args = match args {
+            Ok(args) => args,
+            Err(refused) => return Box::pin(std::future::ready(Err(refused))),
+        };
+        let reply = self.call_later("apply_payment_notification", &mut args);
+        Box::pin(async move { transition_reply(&reply.await?, "orders", fields::order) })
     }
 
     fn refunds_in_state(

@@ -1,31 +1,57 @@
-//! Group commit: many writers, one fsync.
+//! Group commit: many writers, one flush.
 //!
-//! Why: with `synchronous = FULL` a commit returns only once the disk has
-//! flushed the WAL, and a disk flushes a few thousand times a second at
-//! best. Notifications and intents arrive concurrently; if each waited for
-//! its own flush, the disk's flush rate would cap the gateway. Instead, a
-//! writer that arrives while a batch is open runs its change inside that
-//! batch's transaction, in a savepoint of its own, and the last writer in
-//! line commits for everyone: one flush makes the whole batch durable.
+//! Why: a change is durable only once the disk has flushed it, and a disk
+//! flushes a few thousand times a second at best. Notifications and
+//! intents arrive concurrently; if each waited for its own flush, the
+//! disk's flush rate would cap the gateway. So changes are grouped twice:
+//!
+//! - **Batches.** A writer that arrives while a batch is open runs its
+//!   change inside that batch's transaction, in a savepoint of its own;
+//!   the last writer in line commits the batch.
+//! - **Flushes.** On a file, the connection runs with `synchronous =
+//!   NORMAL`: `COMMIT` writes the batch to the WAL and returns without
+//!   waiting for the disk. The store's writing thread then flushes the WAL
+//!   itself (`fdatasync`), outside the writer lock, so changes keep
+//!   joining the next batch meanwhile. One flush makes every batch written
+//!   before it durable, because the WAL is appended in order.
+//!
+//! Changes come in two ways. [`GroupCommit::write`] runs the change on the
+//! caller's thread and blocks until it is durable. [`GroupCommit::submit`]
+//! hands the change to the writing thread and returns a future: the hot
+//! paths (a notification's write) hold no thread while their batch waits
+//! for the disk, and the writing thread runs a whole queue of them in one
+//! batch without a thread switch between them.
 //!
 //! What stays true:
-//! - **Nothing returns before it is durable.** A writer returns only after
-//!   the `COMMIT` holding its change has returned, so a caller never
-//!   acknowledges a change that a crash could still undo.
+//! - **Nothing is answered before it is durable.** A writer gets its
+//!   result only after a flush that began after its batch's `COMMIT`
+//!   returned, so a caller never acknowledges a change that a crash or a
+//!   power cut could still undo. SQLite's WAL with `NORMAL` stays
+//!   consistent across a power cut and loses at most the batches not yet
+//!   flushed: exactly those whose writers are still waiting.
 //! - **Writers stay isolated.** A change that fails is rolled back to its
 //!   savepoint and its writer gets its own error; the rest of the batch is
-//!   unaffected. A change that panics is rolled back the same way before
-//!   the panic resumes.
-//! - **A failed commit loses nothing acknowledged.** If `COMMIT` fails,
-//!   the batch is rolled back and every writer in it gets the error.
-//! - **Readers see only committed batches.** They use their own
-//!   connections (see [`super::readers`]), and WAL gives each read the
-//!   last committed state.
+//!   unaffected. A change that panics is rolled back the same way (a
+//!   blocking writer's panic then resumes; a submitted one's becomes an
+//!   error, so the writing thread lives on).
+//! - **A failed commit or flush acknowledges nothing.** If `COMMIT` fails
+//!   the batch is rolled back; if the flush fails the batch may or may not
+//!   survive a power cut, and the store refuses every later write (the
+//!   disk may have dropped what it was given) until it is opened again.
+//!   Either way every writer in the batch gets the error.
+//! - **Readers see committed batches**, through their own connections (see
+//!   [`super::readers`]) — possibly a flush before they are durable.
+//!   Nothing leaves the store on the strength of such a read alone: every
+//!   action with effects outside it (an ACK, an agent's reply, a request
+//!   to WeChat) follows a write of its own, and that write's flush covers
+//!   every batch before it.
 //!
-//! A batch closes when no writer is queued behind the current one, or when
-//! it reaches [`MAX_BATCH`] changes, so a steady stream still commits
-//! regularly and an idle store commits each change at once.
+//! A batch closes when nobody is queued to join it and no flush is in
+//! flight, or when it reaches [`MAX_BATCH`] changes, so a steady stream
+//! still commits regularly and an idle store commits and flushes each
+//! change at once.
 
+use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -38,53 +64,125 @@ use super::super::error::{SqlContext as _, StoreError};
 /// Most changes one commit carries.
 pub(super) const MAX_BATCH: usize = 256;
 
-/// How a batch ended: committed, or rolled back and why. Each writer
-/// holds its batch's outcome and waits on it alone: finishing a batch
-/// wakes only that batch's writers, and they never contend for the writer
-/// lock the next batch is using.
-#[derive(Debug, Default)]
+/// Makes everything committed so far durable: flushes the WAL file.
+pub(super) type Flush = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
+/// Told how the batch it joined ended.
+type Then = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A submitted change, run by the writing thread.
+type Job = Box<dyn FnOnce(&mut Writer) + Send>;
+
+/// How a batch ended: durable, or not and why. Each blocking writer
+/// waits on its batch's outcome alone, and a submitted change is told
+/// through a callback: finishing a batch wakes only that batch's writers.
+#[derive(Default)]
 struct Outcome {
-    ended: Mutex<Option<Result<(), String>>>,
+    state: Mutex<OutcomeState>,
     woken: Condvar,
 }
 
+#[derive(Default)]
+struct OutcomeState {
+    ended: Option<Result<(), String>>,
+    then: Vec<Then>,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcome").finish_non_exhaustive()
+    }
+}
+
 impl Outcome {
+    fn lock(&self) -> MutexGuard<'_, OutcomeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn set(&self, result: Result<(), String>) {
-        *self.ended.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+        let then = {
+            let mut state = self.lock();
+            state.ended = Some(result.clone());
+            std::mem::take(&mut state.then)
+        };
         self.woken.notify_all();
+        for told in then {
+            told(result.clone());
+        }
+    }
+
+    /// Runs `then` once the batch has ended.
+    fn then(&self, then: Then) {
+        let mut state = self.lock();
+        match state.ended.clone() {
+            Some(result) => {
+                drop(state);
+                then(result);
+            }
+            None => state.then.push(then),
+        }
     }
 
     fn wait(&self) -> Result<(), String> {
-        let mut ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = self.lock();
         loop {
-            if let Some(result) = ended.as_ref() {
+            if let Some(result) = state.ended.as_ref() {
                 return result.clone();
             }
-            ended = self
+            state = self
                 .woken
-                .wait(ended)
+                .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
 
-/// The one writing connection and the batch it has open.
-#[derive(Debug)]
+/// The one writing connection, its open batch, and the thread that runs
+/// submitted changes and makes committed batches durable.
 pub(super) struct GroupCommit {
-    writer: Mutex<Writer>,
-    /// Writers waiting for the writer lock: while there are any, the
-    /// current writer leaves the batch open for them.
-    queued: AtomicUsize,
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    flushes: bool,
 }
 
-/// The writing connection and its open batch, behind [`GroupCommit`]'s lock.
-#[derive(Debug)]
+/// What the writers and the writing thread share.
+struct Shared {
+    writer: Mutex<Writer>,
+    /// Blocking writers waiting for the writer lock: while there are any,
+    /// the current writer leaves the batch open for them.
+    queued: AtomicUsize,
+    /// Signalled, with the writer lock, when there is work for the thread.
+    work: Condvar,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("flushes", &self.flushes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writing connection and its batches, behind [`GroupCommit`]'s lock.
 pub(super) struct Writer {
     conn: Connection,
     /// The open batch's outcome, to be decided; `None` when no batch is open.
     open: Option<Arc<Outcome>>,
     /// Changes in the open batch.
     changes: usize,
+    /// Whether a committed batch still needs a flush (false: `COMMIT` is
+    /// durable by itself, or durability is not wanted).
+    flushes: bool,
+    /// Submitted changes waiting for the writing thread.
+    jobs: Vec<Job>,
+    /// Batches committed to the WAL and waiting for a flush.
+    unflushed: Vec<Arc<Outcome>>,
+    /// The writing thread is waiting for the disk.
+    flushing: bool,
+    /// Set by a failed flush: nothing more is written.
+    broken: Option<String>,
+    /// The store is closing; the writing thread stops once idle.
+    closing: bool,
     /// Totals since the store opened.
     stats: CommitStats,
 }
@@ -94,9 +192,12 @@ pub(super) struct Writer {
 pub struct CommitStats {
     /// Changes run.
     pub changes: u64,
-    /// Batches committed (each one flush of the WAL).
+    /// Batches committed.
     pub commits: u64,
-    /// Batches rolled back because the commit or a savepoint failed.
+    /// Flushes of the WAL (each one wait for the disk); 0 in memory.
+    pub flushes: u64,
+    /// Batches rolled back, or left unacknowledged, because the commit, a
+    /// savepoint or the flush failed.
     pub aborted: u64,
 }
 
@@ -107,24 +208,45 @@ enum Change<T> {
 }
 
 impl GroupCommit {
-    /// Takes over `conn`, which must not be inside a transaction.
-    pub(super) fn new(conn: Connection) -> Self {
-        Self {
+    /// Takes over `conn`, which must not be inside a transaction, and
+    /// starts the writing thread. With `flush`, `conn` must commit without
+    /// waiting for the disk (WAL, `synchronous = NORMAL`) and `flush` must
+    /// make all it committed durable. Without, a `COMMIT` that returns is
+    /// taken as the end (durable already, or durability not wanted: memory).
+    pub(super) fn new(conn: Connection, flush: Option<Flush>) -> std::io::Result<Self> {
+        let flushes = flush.is_some();
+        let shared = Arc::new(Shared {
             writer: Mutex::new(Writer {
                 conn,
                 open: None,
                 changes: 0,
+                flushes,
+                jobs: Vec::new(),
+                unflushed: Vec::new(),
+                flushing: false,
+                broken: None,
+                closing: false,
                 stats: CommitStats::default(),
             }),
             queued: AtomicUsize::new(0),
-        }
+            work: Condvar::new(),
+        });
+        let serving = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("wxpay-sqlite-writer".into())
+            .spawn(move || serving.serve(flush.as_ref()))?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+            flushes,
+        })
     }
 
     /// The writer connection, for settings and for reads on a store that
     /// has no separate readers (in memory). A thread that panicked while
     /// holding it rolled its change back first, so a poisoned lock is safe.
     pub(super) fn lock(&self) -> MutexGuard<'_, Writer> {
-        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared.lock()
     }
 
     /// Totals since the store opened.
@@ -132,15 +254,23 @@ impl GroupCommit {
         self.lock().stats
     }
 
+    /// Whether batches are flushed by this store rather than by `COMMIT`.
+    pub(super) fn flushes_itself(&self) -> bool {
+        self.flushes
+    }
+
     /// Runs `change` in the current batch and returns once that batch is
-    /// durable (or has failed, in which case nothing of `change` is kept).
+    /// durable (or has failed, in which case nothing of `change` is
+    /// acknowledged).
     pub(super) fn write<T>(
         &self,
         change: impl FnOnce(&Connection) -> StoreResult<T>,
     ) -> StoreResult<T> {
-        self.queued.fetch_add(1, Ordering::SeqCst);
-        let mut writer = self.lock();
-        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let shared = &*self.shared;
+        shared.queued.fetch_add(1, Ordering::SeqCst);
+        let mut writer = shared.lock();
+        shared.queued.fetch_sub(1, Ordering::SeqCst);
+        writer.refuse_if_broken()?;
         let batch = writer.join()?;
         let change = match writer.run(change) {
             Ok(change) => change,
@@ -149,26 +279,187 @@ impl GroupCommit {
                 return Err(broken);
             }
         };
-        if self.queued.load(Ordering::SeqCst) == 0 || writer.changes >= MAX_BATCH {
+        let others_coming =
+            shared.queued.load(Ordering::SeqCst) > 0 || writer.flushing || !writer.jobs.is_empty();
+        if !others_coming || writer.changes >= MAX_BATCH {
             writer.commit();
+            shared.work.notify_one();
         }
         drop(writer);
         let ended = batch.wait();
         match (change, ended) {
             (Change::Panicked(payload), _) => resume_unwind(payload),
-            (Change::Done(result), Ok(())) => result,
-            (Change::Done(_), Err(detail)) => Err(StoreError::Sqlite {
-                op: "commit",
-                detail,
-            }),
+            (Change::Done(result), ended) => durable(result, ended),
+        }
+    }
+
+    /// Hands `change` to the writing thread; the future resolves once its
+    /// batch is durable (or has failed), holding no thread meanwhile.
+    pub(super) fn submit<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> impl Future<Output = StoreResult<T>> + Send + 'static {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |writer: &mut Writer| {
+            if let Some(refused) = writer.run_submitted(change, answer) {
+                let (answer, result) = refused;
+                let _ = answer.send(result);
+            }
+        });
+        {
+            let mut writer = self.lock();
+            writer.jobs.push(job);
+        }
+        self.shared.work.notify_one();
+        async move {
+            answered.await.unwrap_or_else(|_| {
+                Err(StoreError::Sqlite {
+                    op: "write",
+                    detail: "the store closed before the change was made".into(),
+                })
+            })
         }
     }
 }
+
+/// A change's own result once its batch ended: the batch's failure wins.
+fn durable<T>(result: StoreResult<T>, ended: Result<(), String>) -> StoreResult<T> {
+    match ended {
+        Ok(()) => result,
+        Err(detail) => Err(StoreError::Sqlite {
+            op: "commit",
+            detail,
+        }),
+    }
+}
+
+impl Drop for GroupCommit {
+    /// Stops the writing thread once it has run every submitted change and
+    /// flushed every batch.
+    fn drop(&mut self) {
+        self.lock().closing = true;
+        self.shared.work.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A batch is open and nobody is queued to join it: its writers left
+    /// it to this thread (they saw a flush in flight or changes queued).
+    fn left_open(&self, writer: &Writer) -> bool {
+        writer.open.is_some() && self.queued.load(Ordering::SeqCst) == 0
+    }
+
+    /// The writing thread: runs the submitted changes in one batch,
+    /// commits the open batch, flushes, tells the writers; round again.
+    fn serve(&self, flush: Option<&Flush>) {
+        let mut writer = self.lock();
+        loop {
+            while writer.jobs.is_empty() && writer.unflushed.is_empty() && !self.left_open(&writer)
+            {
+                if writer.closing {
+                    return;
+                }
+                writer = self
+                    .work
+                    .wait(writer)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            for job in std::mem::take(&mut writer.jobs) {
+                job(&mut writer);
+                if writer.changes >= MAX_BATCH {
+                    writer.commit();
+                }
+            }
+            if self.left_open(&writer) {
+                writer.commit();
+            }
+            let batches = std::mem::take(&mut writer.unflushed);
+            let Some(flush) = flush.filter(|_| !batches.is_empty()) else {
+                continue;
+            };
+            writer.flushing = true;
+            drop(writer);
+            let flushed = flush().map_err(|e| format!("flush the WAL: {e}"));
+            writer = self.lock();
+            writer.flushing = false;
+            writer.stats.flushes += 1;
+            if let Err(why) = &flushed {
+                writer.stats.aborted += batches.len() as u64;
+                writer.broken = Some(why.clone());
+            }
+            drop(writer);
+            for batch in batches {
+                batch.set(flushed.clone());
+            }
+            writer = self.lock();
+        }
+    }
+}
+
+/// A submitted change's answer, not yet sent.
+type Refused<T> = (tokio::sync::oneshot::Sender<StoreResult<T>>, StoreResult<T>);
 
 impl Writer {
     /// The connection (outside any change of the batch).
     pub(super) fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Runs one of the few statements every change runs, parsed once.
+    fn execute_cached(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
+    fn refuse_if_broken(&self) -> StoreResult<()> {
+        match &self.broken {
+            None => Ok(()),
+            Some(why) => Err(StoreError::Sqlite {
+                op: "write",
+                detail: format!("the store stopped writing after a failed flush: {why}"),
+            }),
+        }
+    }
+
+    /// Runs a submitted change in the open batch; its answer is sent once
+    /// the batch has ended. Returns the answer to send at once instead when
+    /// the change never joined a batch.
+    fn run_submitted<T: Send + 'static>(
+        &mut self,
+        change: impl FnOnce(&Connection) -> StoreResult<T>,
+        answer: tokio::sync::oneshot::Sender<StoreResult<T>>,
+    ) -> Option<Refused<T>> {
+        if let Err(refused) = self.refuse_if_broken() {
+            return Some((answer, Err(refused)));
+        }
+        let batch = match self.join() {
+            Ok(batch) => batch,
+            Err(e) => return Some((answer, Err(e))),
+        };
+        let result = match self.run(change) {
+            Ok(Change::Done(result)) => result,
+            Ok(Change::Panicked(_)) => {
+                tracing::error!("a store change panicked; it was rolled back");
+                Err(StoreError::Sqlite {
+                    op: "write",
+                    detail: "the change failed unexpectedly and was rolled back".into(),
+                })
+            }
+            Err(broken) => {
+                self.abort(broken.to_string());
+                return Some((answer, Err(broken)));
+            }
+        };
+        batch.then(Box::new(move |ended| {
+            let _ = answer.send(durable(result, ended));
+        }));
+        None
     }
 
     /// Opens a batch unless one is open, and returns its outcome slot.
@@ -178,8 +469,7 @@ impl Writer {
         if let Some(open) = &self.open {
             return Ok(Arc::clone(open));
         }
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
+        self.execute_cached("BEGIN IMMEDIATE")
             .ctx("begin transaction")?;
         self.changes = 0;
         Ok(Arc::clone(self.open.insert(Arc::default())))
@@ -191,8 +481,7 @@ impl Writer {
         &mut self,
         change: impl FnOnce(&Connection) -> StoreResult<T>,
     ) -> StoreResult<Change<T>> {
-        self.conn
-            .execute_batch("SAVEPOINT change")
+        self.execute_cached("SAVEPOINT change")
             .ctx("begin change")?;
         self.changes += 1;
         self.stats.changes += 1;
@@ -200,21 +489,28 @@ impl Writer {
             Ok(result) => Change::Done(result),
             Err(payload) => Change::Panicked(payload),
         };
-        let end = if matches!(outcome, Change::Done(Ok(_))) {
-            "RELEASE change"
-        } else {
-            "ROLLBACK TO change; RELEASE change"
-        };
-        self.conn.execute_batch(end).ctx("end change")?;
+        if !matches!(outcome, Change::Done(Ok(_))) {
+            self.execute_cached("ROLLBACK TO change")
+                .ctx("roll back change")?;
+        }
+        self.execute_cached("RELEASE change").ctx("end change")?;
         Ok(outcome)
     }
 
-    /// Commits the open batch; on failure rolls it back.
+    /// Commits the open batch (then it waits for a flush, unless `COMMIT`
+    /// is durable by itself); on failure rolls it back.
     fn commit(&mut self) {
-        match self.conn.execute_batch("COMMIT") {
+        match self.execute_cached("COMMIT") {
             Ok(()) => {
                 self.stats.commits += 1;
-                self.finish(Ok(()));
+                self.changes = 0;
+                if let Some(open) = self.open.take() {
+                    if self.flushes {
+                        self.unflushed.push(open);
+                    } else {
+                        open.set(Ok(()));
+                    }
+                }
             }
             Err(e) => self.abort(e.to_string()),
         }
@@ -226,12 +522,8 @@ impl Writer {
         // already rolled back on its own there is nothing to undo.
         let _ = self.conn.execute_batch("ROLLBACK");
         self.stats.aborted += 1;
-        self.finish(Err(why));
-    }
-
-    fn finish(&mut self, outcome: Result<(), String>) {
         if let Some(open) = self.open.take() {
-            open.set(outcome);
+            open.set(Err(why));
         }
         self.changes = 0;
     }
@@ -255,7 +547,7 @@ mod tests {
                  parent INTEGER REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);",
         )
         .unwrap();
-        GroupCommit::new(conn)
+        GroupCommit::new(conn, None).unwrap()
     }
 
     fn insert(id: i64, parent: Option<i64>) -> impl FnOnce(&Connection) -> StoreResult<i64> {
@@ -291,7 +583,7 @@ mod tests {
             let a = scope.spawn(|| {
                 gc.write(|conn| {
                     started.send(()).unwrap();
-                    while gc.queued.load(Ordering::SeqCst) == 0 {
+                    while gc.shared.queued.load(Ordering::SeqCst) == 0 {
                         thread::yield_now();
                     }
                     first(conn)
@@ -411,5 +703,123 @@ mod tests {
         assert_eq!(stats.changes, 800);
         assert!(stats.commits <= 800 && stats.commits > 0, "{stats:?}");
         assert!(gc.lock().conn().is_autocommit());
+    }
+
+    /// A flush that waits for the test to allow it, counting how many ran.
+    struct Gate {
+        allow: std::sync::mpsc::SyncSender<Result<(), String>>,
+    }
+
+    fn gated() -> (GroupCommit, Gate) {
+        let (allow, allowed) = mpsc::sync_channel::<Result<(), String>>(16);
+        let allowed = Mutex::new(allowed);
+        let flush: Flush = Box::new(move || {
+            let outcome = allowed.lock().unwrap().recv().unwrap();
+            outcome.map_err(std::io::Error::other)
+        });
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER);")
+            .unwrap();
+        (GroupCommit::new(conn, Some(flush)).unwrap(), Gate { allow })
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+    }
+
+    /// Waits until the writing thread is inside a flush.
+    fn until_flushing(gc: &GroupCommit) {
+        while !gc.lock().flushing {
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_submitted_change_is_answered_only_after_its_flush() {
+        let (gc, gate) = gated();
+        let rt = runtime();
+        let mut answer = Box::pin(gc.submit(insert(1, None)));
+        until_flushing(&gc);
+        let early = rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_millis(100), &mut answer).await
+        });
+        assert!(early.is_err(), "answered before the flush");
+        assert_eq!(rows(&gc), [1], "committed, waiting for the disk");
+        gate.allow.send(Ok(())).unwrap();
+        assert_eq!(rt.block_on(answer).unwrap(), 1);
+        let stats = gc.stats();
+        assert_eq!((stats.commits, stats.flushes), (1, 1));
+    }
+
+    #[test]
+    fn changes_made_during_a_flush_share_the_next_commit_and_flush() {
+        let (gc, gate) = gated();
+        let rt = runtime();
+        let first = gc.submit(insert(1, None));
+        until_flushing(&gc);
+        let later = [gc.submit(insert(2, None)), gc.submit(insert(3, None))];
+        let blocking = thread::scope(|scope| {
+            let writer = scope.spawn(|| gc.write(insert(4, None)));
+            while gc.stats().changes < 2 {
+                thread::yield_now();
+            }
+            gate.allow.send(Ok(())).unwrap();
+            gate.allow.send(Ok(())).unwrap();
+            writer.join().unwrap()
+        });
+        assert_eq!(blocking.unwrap(), 4);
+        assert_eq!(rt.block_on(first).unwrap(), 1);
+        for (answer, id) in later.into_iter().zip([2, 3]) {
+            assert_eq!(rt.block_on(answer).unwrap(), id);
+        }
+        let stats = gc.stats();
+        assert_eq!(
+            (stats.changes, stats.commits, stats.flushes),
+            (4, 2, 2),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn a_failed_flush_answers_an_error_and_the_store_stops_writing() {
+        let (gc, gate) = gated();
+        let rt = runtime();
+        let answer = gc.submit(insert(1, None));
+        gate.allow.send(Err("disk gone".into())).unwrap();
+        let failed = rt.block_on(answer);
+        assert!(
+            matches!(&failed, Err(StoreError::Sqlite { op: "commit", detail }) if detail.contains("disk gone")),
+            "{failed:?}"
+        );
+        let refused = gc.write(insert(2, None));
+        assert!(
+            matches!(&refused, Err(StoreError::Sqlite { detail, .. }) if detail.contains("failed flush")),
+            "{refused:?}"
+        );
+        let submitted = rt.block_on(gc.submit(insert(3, None)));
+        assert!(submitted.is_err(), "{submitted:?}");
+        assert_eq!(gc.stats().aborted, 1);
+    }
+
+    #[test]
+    fn a_submitted_change_that_fails_or_panics_is_rolled_back_alone() {
+        let gc = store();
+        let rt = runtime();
+        assert_eq!(rt.block_on(gc.submit(insert(1, None))).unwrap(), 1);
+        let duplicate = rt.block_on(gc.submit(|conn: &Connection| {
+            insert(2, None)(conn)?;
+            insert(1, None)(conn)
+        }));
+        assert!(duplicate.is_err(), "{duplicate:?}");
+        let panicked = rt.block_on(gc.submit(|conn: &Connection| -> StoreResult<i64> {
+            insert(5, None)(conn)?;
+            panic!("a defect in a change");
+        }));
+        assert!(panicked.is_err(), "{panicked:?}");
+        assert_eq!(rt.block_on(gc.submit(insert(3, None))).unwrap(), 3);
+        assert_eq!(rows(&gc), [1, 3], "the writing thread lives on");
     }
 }

@@ -1,5 +1,7 @@
-//! The embedded default: one SQLite file in WAL mode with `synchronous =
-//! FULL`, so a commit has reached the disk when it returns.
+//! The embedded default: one SQLite file in WAL mode. A write returns
+//! once its commit has reached the disk: the writing connection commits
+//! with `synchronous = NORMAL` and the store flushes the WAL itself before
+//! it lets any writer of the batch go ([`group_commit`]).
 //!
 //! Every write is one change in a transaction begun `IMMEDIATE` (it takes
 //! the write lock up front, so two connections — in this process or
@@ -37,9 +39,10 @@ use super::rows::{
 use super::schema;
 use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
-    OrderState, Refund, RefundInsert, RefundPatch, RefundState, Transition, Verdict,
+    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, Transition,
+    Verdict,
 };
-use super::{ConsoleKind, ConsoleRecord, Store, StoreResult, check_audit};
+use super::{ConsoleKind, ConsoleRecord, Store, StoreFuture, StoreResult, check_audit};
 
 /// How long a write waits for another connection's lock before failing
 /// with `database is locked`.
@@ -62,8 +65,12 @@ pub struct SqliteStore {
 pub struct SqliteSettings {
     /// `PRAGMA journal_mode`: `wal` for a file, `memory` in memory.
     pub journal_mode: String,
-    /// `PRAGMA synchronous`: 2 is FULL.
+    /// `PRAGMA synchronous` of the writing connection: 1 (NORMAL) on a
+    /// file, whose WAL the store flushes itself before a write returns; 2
+    /// (FULL) in memory.
     pub synchronous: i64,
+    /// Whether the store flushes the WAL itself before a write returns.
+    pub flushes_wal: bool,
     /// `PRAGMA foreign_keys`.
     pub foreign_keys: bool,
     /// `PRAGMA busy_timeout`, in milliseconds.
@@ -74,7 +81,7 @@ pub struct SqliteSettings {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and brings its
-    /// schema up to date. Fails if WAL or FULL synchronous cannot be set,
+    /// schema up to date. Fails if WAL mode or the synchronous level cannot be set,
     /// or if the schema is newer than this build.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
@@ -108,16 +115,20 @@ impl SqliteStore {
                 mode.eq_ignore_ascii_case("wal"),
             )?;
         }
-        conn.pragma_update(None, "synchronous", "FULL")
+        let (level, wanted, number) = match file {
+            Some(_) => ("NORMAL", "1 (NORMAL)", 1),
+            None => ("FULL", "2 (FULL)", 2),
+        };
+        conn.pragma_update(None, "synchronous", level)
             .ctx("set synchronous")?;
         let synchronous: i64 = conn
             .pragma_query_one(None, "synchronous")
             .ctx("read synchronous")?;
         require(
             "synchronous",
-            "2 (FULL)",
+            wanted,
             &synchronous.to_string(),
-            synchronous == 2,
+            synchronous == number,
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .ctx("set foreign_keys")?;
@@ -135,8 +146,13 @@ impl SqliteStore {
                 .ctx("set wal_autocheckpoint")?;
         }
         schema::migrate(&mut conn)?;
+        let flush = file.map(|path| wal_flush(wal_path(path)));
+        let writer = GroupCommit::new(conn, flush).map_err(|e| StoreError::Open {
+            path: file.map_or_else(|| PathBuf::from(":memory:"), Path::to_path_buf),
+            detail: format!("cannot start the flushing thread: {e}"),
+        })?;
         Ok(Self {
-            writer: GroupCommit::new(conn),
+            writer,
             readers: file.map_or(Readers::Writer, Readers::file),
             _checkpointer: file.map(|path| Checkpointer::start(path.to_path_buf())),
         })
@@ -154,6 +170,7 @@ impl SqliteStore {
                 .pragma_query_one(None, "journal_mode")
                 .ctx("read pragma")?,
             synchronous: one("synchronous")?,
+            flushes_wal: self.writer.flushes_itself(),
             foreign_keys: one("foreign_keys")? == 1,
             busy_timeout_ms: one("busy_timeout")?,
             schema_version: conn
@@ -162,11 +179,6 @@ impl SqliteStore {
                 })
                 .ctx("read schema version")?,
         })
-    }
-
-    /// How many changes shared each commit since the store opened.
-    pub fn commit_stats(&self) -> CommitStats {
-        self.writer.stats()
     }
 
     /// A connection for one read: it sees the last committed state.
@@ -179,6 +191,52 @@ impl SqliteStore {
     fn write<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         self.writer.write(f)
     }
+}
+
+/// A verified payment notification's writes: the order paid (when it may
+/// be), the audit event when it was, and the notification with its verdict.
+fn apply_payment(
+    tx: &Connection,
+    out_trade_no: &str,
+    transaction_id: &str,
+    paid_at_ms: i64,
+    body: &[u8],
+    at_ms: i64,
+    audit: Option<&AuditEventInput>,
+) -> StoreResult<Transition<Order>> {
+    let patch = OrderPatch {
+        transaction_id: Some(transaction_id.to_owned()),
+        paid_at_ms: Some(paid_at_ms),
+        ..OrderPatch::default()
+    };
+    let from = [OrderState::Created, OrderState::Pending];
+    let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, at_ms)?;
+    let (transition, verdict) = payment_verdict(cas, transaction_id);
+    audit_if_applied(tx, &transition, audit)?;
+    insert_notification_row(
+        tx,
+        NotificationKind::Payment,
+        body,
+        at_ms,
+        Some(out_trade_no),
+        Some(transaction_id),
+        &verdict,
+    )?;
+    Ok(transition)
+}
+
+/// SQLite's write-ahead log for the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Flushes the WAL at `wal` to the disk. The file is opened for each
+/// flush, so a WAL that SQLite truncated or recreated is still the one
+/// flushed; on Linux a flush through any descriptor covers every write.
+fn wal_flush(wal: PathBuf) -> group_commit::Flush {
+    Box::new(move || std::fs::File::open(&wal)?.sync_data())
 }
 
 /// Refuses to run unless a pragma took the value the store needs.
@@ -554,6 +612,10 @@ impl Store for SqliteStore {
         matches!(self.readers, Readers::File { .. })
     }
 
+    fn commit_stats(&self) -> Option<CommitStats> {
+        Some(self.writer.stats())
+    }
+
     fn insert_order(&self, order: &Order) -> StoreResult<Inserted<Order>> {
         let total_fee = to_sql_int(order.total_fee, "total_fee")?;
         self.write(|tx| {
@@ -719,27 +781,35 @@ impl Store for SqliteStore {
         audit: Option<&AuditEventInput>,
     ) -> StoreResult<Transition<Order>> {
         audit.map(check_audit).transpose()?;
-        let patch = OrderPatch {
-            transaction_id: Some(transaction_id.to_owned()),
-            paid_at_ms: Some(paid_at_ms),
-            ..OrderPatch::default()
-        };
-        let from = [OrderState::Created, OrderState::Pending];
         self.write(|tx| {
-            let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, at_ms)?;
-            let (transition, verdict) = payment_verdict(cas, transaction_id);
-            audit_if_applied(tx, &transition, audit)?;
-            insert_notification_row(
+            apply_payment(
                 tx,
-                NotificationKind::Payment,
+                out_trade_no,
+                transaction_id,
+                paid_at_ms,
                 body,
                 at_ms,
-                Some(out_trade_no),
-                Some(transaction_id),
-                &verdict,
-            )?;
-            Ok(transition)
+                audit,
+            )
         })
+    }
+
+    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>> {
+        if let Some(Err(refused)) = paid.audit.as_ref().map(check_audit) {
+            return Box::pin(std::future::ready(Err(refused)));
+        }
+        Box::pin(self.writer.submit(move |tx| {
+            let p = &paid;
+            apply_payment(
+                tx,
+                &p.out_trade_no,
+                &p.transaction_id,
+                p.paid_at_ms,
+                &p.body,
+                p.at_ms,
+                p.audit.as_ref(),
+            )
+        }))
     }
 
     fn refunds_in_state(
