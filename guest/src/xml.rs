@@ -84,19 +84,22 @@ fn precheck(body: &[u8], max_bytes: usize) -> Result<&str> {
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         )
     })?;
-    if let Some(at) = text.find(is_forbidden_in_xml) {
+    if may_hold_forbidden(body)
+        && let Some(at) = text.find(is_forbidden_in_xml)
+    {
         return Err(Error::xml(
             XmlReason::Malformed,
             format!("a character XML 1.0 does not allow, at byte {at}"),
         ));
     }
-    if contains_ignore_ascii_case(text, "<!DOCTYPE") {
+    let (doctype, entity) = declarations(body);
+    if doctype {
         return Err(Error::xml(
             XmlReason::Doctype,
             "document type declarations are not accepted",
         ));
     }
-    if contains_ignore_ascii_case(text, "<!ENTITY") {
+    if entity {
         return Err(Error::xml(
             XmlReason::Entity,
             "entity declarations are not accepted",
@@ -105,11 +108,32 @@ fn precheck(body: &[u8], max_bytes: usize) -> Result<&str> {
     Ok(text)
 }
 
-fn contains_ignore_ascii_case(haystack: &str, needle: &str) -> bool {
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
+/// False when no character XML 1.0 forbids can be in `body`: it has no
+/// control byte but tab, newline and carriage return, and no 0xEF (the
+/// first byte of U+FFFE and U+FFFF). A byte scan, so the exact (and
+/// slower) search by character runs only on bodies that need it.
+fn may_hold_forbidden(body: &[u8]) -> bool {
+    body.iter()
+        .any(|&b| b == 0xEF || (b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r')))
+}
+
+/// Whether `body` contains `<!DOCTYPE` and `<!ENTITY`, in any case,
+/// anywhere: one pass over the `<!` openings.
+fn declarations(body: &[u8]) -> (bool, bool) {
+    let (mut doctype, mut entity) = (false, false);
+    for (at, pair) in body.windows(2).enumerate() {
+        if pair == b"<!" {
+            let rest = &body[at + 2..];
+            doctype |= starts_with_ignore_ascii_case(rest, b"DOCTYPE");
+            entity |= starts_with_ignore_ascii_case(rest, b"ENTITY");
+        }
+    }
+    (doctype, entity)
+}
+
+fn starts_with_ignore_ascii_case(text: &[u8], prefix: &[u8]) -> bool {
+    text.get(..prefix.len())
+        .is_some_and(|head| head.eq_ignore_ascii_case(prefix))
 }
 
 /// Where the reader is in the one accepted shape.
@@ -406,4 +430,44 @@ fn escape_text(value: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{declarations, may_hold_forbidden};
+    use crate::text::is_forbidden_in_xml;
+
+    fn contains_ignoring_case(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
+    }
+
+    /// Bodies made of the bytes that matter to the fast checks.
+    fn bodies() -> impl Strategy<Value = String> {
+        let pieces = prop::sample::select(vec![
+            "<!", "<", "!", "DOCTYPE", "doctype", "DocType", "ENTITY", "entity", "a", " ", "\t",
+            "\n", "\r", "\u{1}", "\u{1f}", "\u{fffe}", "\u{ffff}", "\u{fffd}", "é", "中",
+        ]);
+        prop::collection::vec(pieces, 0..24).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn the_byte_scans_agree_with_the_definitions(text in bodies()) {
+            let body = text.as_bytes();
+            if text.find(is_forbidden_in_xml).is_some() {
+                prop_assert!(may_hold_forbidden(body));
+            }
+            prop_assert_eq!(
+                declarations(body),
+                (
+                    contains_ignoring_case(body, b"<!DOCTYPE"),
+                    contains_ignoring_case(body, b"<!ENTITY"),
+                )
+            );
+        }
+    }
 }

@@ -270,6 +270,9 @@ fn engine_config(limits: &SandboxLimits) -> Config {
         CallBudget::Fuel(_) => config.consume_fuel(true),
     };
     config.wasm_component_model(true);
+    if std::env::var_os("WXPAY_PERF_MAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     if limits.pool_instances > 0 {
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool_config(limits)));
     }

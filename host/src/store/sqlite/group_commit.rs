@@ -64,6 +64,11 @@ use super::super::error::{SqlContext as _, StoreError};
 /// Most changes one commit carries.
 pub(super) const MAX_BATCH: usize = 256;
 
+/// How long the writing thread lets a batch fill while changes keep
+/// coming (the last batch had more than one), like PostgreSQL's
+/// `commit_delay`: an idle store still commits each change at once.
+pub(super) const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Makes everything committed so far durable: flushes the WAL file.
 pub(super) type Flush = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
@@ -356,10 +361,31 @@ impl Shared {
         writer.open.is_some() && self.queued.load(Ordering::SeqCst) == 0
     }
 
+    /// Under load, lets the next batch fill for up to [`COMMIT_DELAY`]
+    /// (or until it is full) before running it: one commit and one flush
+    /// then carry several times the changes, and the WAL takes each
+    /// changed page once per batch instead of once per change.
+    fn gather<'a>(&'a self, mut writer: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
+        let until = std::time::Instant::now() + COMMIT_DELAY;
+        while writer.jobs.len() < MAX_BATCH && !writer.closing {
+            let left = until.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            writer = self
+                .work
+                .wait_timeout(writer, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        writer
+    }
+
     /// The writing thread: runs the submitted changes in one batch,
     /// commits the open batch, flushes, tells the writers; round again.
     fn serve(&self, flush: Option<&Flush>) {
         let mut writer = self.lock();
+        let mut busy = false;
         loop {
             while writer.jobs.is_empty() && writer.unflushed.is_empty() && !self.left_open(&writer)
             {
@@ -371,6 +397,10 @@ impl Shared {
                     .wait(writer)
                     .unwrap_or_else(PoisonError::into_inner);
             }
+            if busy {
+                writer = self.gather(writer);
+            }
+            let before = writer.stats.changes;
             for job in std::mem::take(&mut writer.jobs) {
                 job(&mut writer);
                 if writer.changes >= MAX_BATCH {
@@ -380,6 +410,7 @@ impl Shared {
             if self.left_open(&writer) {
                 writer.commit();
             }
+            busy = writer.stats.changes - before > 1;
             let batches = std::mem::take(&mut writer.unflushed);
             let Some(flush) = flush.filter(|_| !batches.is_empty()) else {
                 continue;

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::super::StoreResult;
 use super::super::error::{SqlContext as _, StoreError};
-use super::BUSY_TIMEOUT;
 use super::group_commit::{GroupCommit, Writer};
+use super::{BUSY_TIMEOUT, STATEMENT_CACHE};
 
 /// Idle read connections kept for reuse; more are opened under load and
 /// closed when returned to a full pool.
@@ -78,6 +78,7 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
         detail: e.to_string(),
     })?;
     conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
 }
 
