@@ -159,7 +159,7 @@ on_both_backends!(
     notifications_keep_raw_bytes_and_page_oldest_first,
     concurrent_duplicate_notifications_through_one_store_apply_once,
     concurrent_duplicate_notifications_through_separate_connections_apply_once,
-    paid_notifications_as_futures_and_blocking_calls_apply_once_together,
+    paid_notifications_from_tasks_and_threads_apply_once_together,
     an_applied_payment_survives_reopening,
     the_audit_log_is_ordered,
     refunds_are_idempotent_and_never_exceed_the_order,
@@ -180,6 +180,50 @@ on_both_backends!(
     the_audit_log_is_read_by_subject,
     an_orders_refunds_are_listed_oldest_first,
 );
+
+/// The callback's write for `out_trade_no`, awaited on this thread.
+fn pay(
+    store: &dyn Store,
+    out_trade_no: &str,
+    transaction_id: &str,
+    paid_at_ms: i64,
+    at_ms: i64,
+    audit: Option<&AuditEventInput>,
+) -> Result<Transition, StoreError> {
+    futures::executor::block_on(store.apply_paid_notification(PaidNotification {
+        out_trade_no: out_trade_no.into(),
+        transaction_id: transaction_id.into(),
+        paid_at_ms,
+        body: BODY.to_vec(),
+        at_ms,
+        audit: audit.cloned(),
+    }))
+}
+
+/// `each` payments of order `o-1` from each of `threads` threads, started
+/// together, through one store.
+fn pay_from_threads(store: &Arc<dyn Store>, threads: usize, each: usize) -> Vec<Transition> {
+    let barrier = Barrier::new(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (store, barrier) = (Arc::clone(store), &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    (0..each)
+                        .map(|i| {
+                            pay(&*store, "o-1", "tx-1", T0, T0 + i as i64, None).expect("apply")
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
 
 fn insert_new(store: &dyn Store, o: &Order) {
     match store.insert_order(o).expect("insert order") {
@@ -435,7 +479,7 @@ fn payment_notification_outcomes_are_recorded_with_verdicts(backend: &Backend) {
     insert_new(store, &order("paid", OrderState::Pending, T0));
     insert_new(store, &order("closed", OrderState::Closed, T0));
 
-    let first = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 11, None);
+    let first = pay(store, "paid", "tx-1", T0 + 10, T0 + 11, None);
     match first.expect("apply") {
         Transition::Applied(o) => {
             assert_eq!(o.state, OrderState::Paid);
@@ -454,19 +498,19 @@ fn payment_notification_outcomes_are_recorded_with_verdicts(backend: &Backend) {
         None,
     );
     assert!(to_refunding.expect("refunding").applied());
-    let again = store.apply_payment_notification("paid", "tx-1", T0 + 10, BODY, T0 + 30, None);
+    let again = pay(store, "paid", "tx-1", T0 + 10, T0 + 30, None);
     assert!(
         matches!(again, Ok(Transition::AlreadyThere(_))),
         "{again:?}"
     );
-    let other_tx = store.apply_payment_notification("paid", "tx-2", T0 + 10, BODY, T0 + 31, None);
+    let other_tx = pay(store, "paid", "tx-2", T0 + 10, T0 + 31, None);
     assert!(
         matches!(other_tx, Ok(Transition::Refused(_))),
         "{other_tx:?}"
     );
-    let closed = store.apply_payment_notification("closed", "tx-3", T0, BODY, T0 + 32, None);
+    let closed = pay(store, "closed", "tx-3", T0, T0 + 32, None);
     assert!(matches!(closed, Ok(Transition::Refused(_))), "{closed:?}");
-    let unknown = store.apply_payment_notification("ghost", "tx-4", T0, BODY, T0 + 33, None);
+    let unknown = pay(store, "ghost", "tx-4", T0, T0 + 33, None);
     assert_eq!(unknown.expect("apply"), Transition::Missing);
 
     let records = store.notifications(10, 0).expect("notifications");
@@ -572,35 +616,7 @@ fn concurrent_duplicate_notifications_through_one_store_apply_once(backend: &Bac
     const EACH: usize = 50;
     let store = backend.open();
     insert_new(&*store, &order("o-1", OrderState::Pending, T0));
-    let barrier = Barrier::new(THREADS);
-    let results: Vec<Transition> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let (store, barrier) = (Arc::clone(&store), &barrier);
-                s.spawn(move || {
-                    barrier.wait();
-                    (0..EACH)
-                        .map(|i| {
-                            store
-                                .apply_payment_notification(
-                                    "o-1",
-                                    "tx-1",
-                                    T0,
-                                    BODY,
-                                    T0 + i as i64,
-                                    None,
-                                )
-                                .expect("apply")
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let results = pay_from_threads(&store, THREADS, EACH);
     assert_paid_once(&*store, &results, THREADS * EACH);
 }
 
@@ -612,11 +628,7 @@ fn concurrent_duplicate_notifications_through_separate_connections_apply_once(ba
     insert_new(&*backend.open(), &order("o-1", OrderState::Pending, T0));
     let results: Vec<Transition> = on_connections(backend, THREADS, |_, store| {
         (0..EACH)
-            .map(|_| {
-                store
-                    .apply_payment_notification("o-1", "tx-1", T0, BODY, T0, None)
-                    .expect("apply")
-            })
+            .map(|_| pay(store, "o-1", "tx-1", T0, T0, None).expect("apply"))
             .collect::<Vec<_>>()
     })
     .into_iter()
@@ -625,10 +637,10 @@ fn concurrent_duplicate_notifications_through_separate_connections_apply_once(ba
     assert_paid_once(&*backend.open(), &results, THREADS * EACH);
 }
 
-fn paid_notifications_as_futures_and_blocking_calls_apply_once_together(backend: &Backend) {
-    // The callback's write (a future on the store's own writer) and the
-    // blocking call share one compare-and-set: one pays, the rest are
-    // duplicates, every one is recorded, and only the paying one audits.
+fn paid_notifications_from_tasks_and_threads_apply_once_together(backend: &Backend) {
+    // Futures spawned on a runtime and futures awaited on plain threads
+    // share one compare-and-set: one pays, the rest are duplicates, every
+    // one is recorded, and only the paying one (if a task) audits.
     const TASKS: usize = 60;
     const THREADS: usize = 4;
     const EACH: usize = 10;
@@ -649,33 +661,7 @@ fn paid_notifications_as_futures_and_blocking_calls_apply_once_together(backend:
     let futures: Vec<_> = (0..TASKS)
         .map(|i| runtime.spawn(store.apply_paid_notification(paid(i))))
         .collect();
-    let blocking: Vec<Transition> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                let store = Arc::clone(&store);
-                s.spawn(move || {
-                    (0..EACH)
-                        .map(|i| {
-                            store
-                                .apply_payment_notification(
-                                    "o-1",
-                                    "tx-1",
-                                    T0,
-                                    BODY,
-                                    T0 + i as i64,
-                                    None,
-                                )
-                                .expect("apply")
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let blocking = pay_from_threads(&store, THREADS, EACH);
     let mut results = runtime.block_on(async {
         let mut results = Vec::new();
         for future in futures {
@@ -705,7 +691,7 @@ fn an_applied_payment_survives_reopening(backend: &Backend) {
     {
         let store = backend.open();
         insert_new(&*store, &order("o-1", OrderState::Pending, T0));
-        let applied = store.apply_payment_notification("o-1", "tx-1", T0 + 5, BODY, T0 + 6, None);
+        let applied = pay(&*store, "o-1", "tx-1", T0 + 5, T0 + 6, None);
         assert!(applied.expect("apply").applied());
         store
             .append_audit(&audit_input("order.paid"))
@@ -1625,7 +1611,7 @@ fn top_ups_are_credited_once_and_charges_never_overdraw(backend: &Backend) {
         "the first payer stays"
     );
     // Learning the payment again (a duplicate notification) credits nothing.
-    let again = store.apply_payment_notification("TOP-1", "tx", T0, BODY, T0 + 3, None);
+    let again = pay(&*store, "TOP-1", "tx", T0, T0 + 3, None);
     assert!(
         matches!(again, Ok(Transition::AlreadyThere(_))),
         "{again:?}"
@@ -1748,7 +1734,7 @@ fn audit_events_are_appended_with_the_change_and_only_then(backend: &Backend) {
         detail: "{not json".to_owned(),
         ..audit_input("order.paid")
     };
-    let refused = store.apply_payment_notification("A-1", "tx", T0, BODY, T0 + 1, Some(&bad));
+    let refused = pay(&*store, "A-1", "tx", T0, T0 + 1, Some(&bad));
     assert!(
         matches!(
             refused,
@@ -1767,9 +1753,7 @@ fn audit_events_are_appended_with_the_change_and_only_then(backend: &Backend) {
     assert!(store.notifications(10, 0).expect("read").is_empty());
 
     for _ in 0..3 {
-        let paid = store
-            .apply_payment_notification("A-1", "tx", T0, BODY, T0 + 1, Some(&event))
-            .expect("apply");
+        let paid = pay(&*store, "A-1", "tx", T0, T0 + 1, Some(&event)).expect("apply");
         assert!(paid.record().is_some_and(|o| o.state == OrderState::Paid));
     }
     assert_eq!(actions(), ["order.paid"], "once, for the call that paid");

@@ -55,6 +55,10 @@ pub struct EndToEnd {
     pub seconds_per_load: f64,
     /// First deliveries sent back to back.
     pub saturated: usize,
+    /// The pause between seeding orders and the first measured callback:
+    /// seeding writes tens of thousands of orders in seconds, a burst no
+    /// gateway sees, and its checkpoint is let finish first.
+    pub settle: Duration,
     /// Requests in flight at most.
     pub concurrency: usize,
 }
@@ -68,6 +72,7 @@ impl EndToEnd {
             loads: vec![1_000.0, 2_500.0, 5_000.0],
             seconds_per_load: 3.0,
             saturated: 30_000,
+            settle: Duration::from_secs(10),
             concurrency: 64,
         }
     }
@@ -80,6 +85,7 @@ impl EndToEnd {
             loads: vec![200.0],
             seconds_per_load: 0.3,
             saturated: 100,
+            settle: Duration::ZERO,
             concurrency: 8,
         }
     }
@@ -282,6 +288,7 @@ async fn end_to_end(
     )
     .await?;
     let orders: Vec<_> = placed.into_iter().chain(seeded).collect();
+    tokio::time::sleep(e2e.settle).await;
     let mut fresh = load::notification_bodies(&stage.gateway, &orders)?.into_iter();
     let mut first_deliveries = |n: usize| Arc::new(fresh.by_ref().take(n).collect::<Vec<_>>());
     let floor = load::http_floor().await?;

@@ -6,13 +6,13 @@
 //! **Durable before acknowledged.** WeChat stops retrying a notification
 //! once the merchant ACKs it, and an agent acts on an order once the
 //! gateway answers. So nothing is acknowledged before it is on disk: every
-//! write returns only after its transaction has committed, and the SQLite
-//! backend runs in WAL mode with `synchronous = FULL`, where a commit has
-//! been fsynced when it returns. [`Store::apply_payment_notification`]
-//! records the raw notification *and* applies the payment in one
-//! transaction, so the callback handler can ACK exactly when it returns
-//! `Ok`: a crash before that loses nothing WeChat will not send again, and
-//! a crash after it loses nothing at all.
+//! write returns only after its transaction has committed and been flushed
+//! (the SQLite backend flushes its WAL itself before it answers a batch of
+//! writes). [`Store::apply_paid_notification`] records the raw
+//! notification *and* applies the payment in one transaction, so the
+//! callback handler can ACK exactly when it resolves to `Ok`: a crash
+//! before that loses nothing WeChat will not send again, and a crash after
+//! it loses nothing at all.
 //!
 //! **Compare-and-set transitions.** A payment can be learnt three ways at
 //! once — the notification, its duplicate, and an order query racing both.
@@ -248,24 +248,15 @@ pub trait Store: Send + Sync {
     ///   reversed, or was paid by another transaction.
     /// - [`Transition::Missing`], `rejected:unknown order`.
     ///
-    /// When this returns `Ok`, both writes are durable and the caller may
-    /// ACK (for the first two outcomes). The signature and amounts must be
-    /// verified before calling: the store does not read the body. `audit`
-    /// is appended in the same step when this call paid the order.
-    fn apply_payment_notification(
-        &self,
-        out_trade_no: &str,
-        transaction_id: &str,
-        paid_at_ms: i64,
-        body: &[u8],
-        at_ms: i64,
-        audit: Option<&AuditEventInput>,
-    ) -> StoreResult<Transition<Order>>;
-
-    /// [`Store::apply_payment_notification`] as a future that holds no
-    /// thread while the change waits for the disk or the network: the
-    /// callback's one write, so a burst of notifications parks no thread
-    /// each. Same outcomes; it resolves once both writes are durable.
+    /// When the future resolves to `Ok`, both writes are durable and the
+    /// caller may ACK (for the first two outcomes). The signature and
+    /// amounts must be verified before calling: the store does not read the
+    /// body. `audit` is appended in the same step when this call paid the
+    /// order; it is checked (JSON `detail`) before anything is written.
+    ///
+    /// It is a future, holding no thread while the change waits for the
+    /// disk or the network: this is the callback's one write, and a burst
+    /// of notifications must not park a thread each.
     fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>>;
 
     /// Up to `limit` refunds in one of `states` whose last change is before

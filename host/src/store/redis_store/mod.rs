@@ -355,21 +355,14 @@ impl Drop for RedisStore {
 }
 
 /// The script's arguments for a payment notification.
-fn payment_args(
-    out_trade_no: &str,
-    transaction_id: &str,
-    paid_at_ms: i64,
-    body: &[u8],
-    at_ms: i64,
-    audit: Option<&AuditEventInput>,
-) -> StoreResult<Args> {
+fn payment_args(paid: &PaidNotification) -> StoreResult<Args> {
     let mut args = Args::default();
-    args.text(out_trade_no)
-        .text(transaction_id)
-        .int(paid_at_ms)
-        .bytes(body)
-        .int(at_ms);
-    audit_event(&mut args, audit)?;
+    args.text(&paid.out_trade_no)
+        .text(&paid.transaction_id)
+        .int(paid.paid_at_ms)
+        .bytes(&paid.body)
+        .int(paid.at_ms);
+    audit_event(&mut args, paid.audit.as_ref())?;
     Ok(args)
 }
 
@@ -658,35 +651,8 @@ impl Store for RedisStore {
         self.records("audit", &mut args, "audit_log", fields::audit_event)
     }
 
-    fn apply_payment_notification(
-        &self,
-        out_trade_no: &str,
-        transaction_id: &str,
-        paid_at_ms: i64,
-        body: &[u8],
-        at_ms: i64,
-        audit: Option<&AuditEventInput>,
-    ) -> StoreResult<Transition<Order>> {
-        let mut args = payment_args(out_trade_no, transaction_id, paid_at_ms, body, at_ms, audit)?;
-        self.transition(
-            "apply_payment_notification",
-            &mut args,
-            "orders",
-            fields::order,
-        )
-    }
-
     fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>> {
-        let p = &paid;
-        let args = payment_args(
-            &p.out_trade_no,
-            &p.transaction_id,
-            p.paid_at_ms,
-            &p.body,
-            p.at_ms,
-            p.audit.as_ref(),
-        );
-        let mut args = match args {
+        let mut args = match payment_args(&paid) {
             Ok(args) => args,
             Err(refused) => return Box::pin(std::future::ready(Err(refused))),
         };

@@ -201,29 +201,29 @@ impl SqliteStore {
 
 /// A verified payment notification's writes: the order paid (when it may
 /// be), the audit event when it was, and the notification with its verdict.
-fn apply_payment(
-    tx: &Connection,
-    out_trade_no: &str,
-    transaction_id: &str,
-    paid_at_ms: i64,
-    body: &[u8],
-    at_ms: i64,
-    audit: Option<&AuditEventInput>,
-) -> StoreResult<Transition<Order>> {
+fn apply_payment(tx: &Connection, paid: &PaidNotification) -> StoreResult<Transition<Order>> {
+    let PaidNotification {
+        out_trade_no,
+        transaction_id,
+        paid_at_ms,
+        body,
+        at_ms,
+        audit,
+    } = paid;
     let patch = OrderPatch {
-        transaction_id: Some(transaction_id.to_owned()),
-        paid_at_ms: Some(paid_at_ms),
+        transaction_id: Some(transaction_id.clone()),
+        paid_at_ms: Some(*paid_at_ms),
         ..OrderPatch::default()
     };
     let from = [OrderState::Created, OrderState::Pending];
-    let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, at_ms)?;
+    let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, *at_ms)?;
     let (transition, verdict) = payment_verdict(cas, transaction_id);
-    audit_if_applied(tx, &transition, audit)?;
+    audit_if_applied(tx, &transition, audit.as_ref())?;
     insert_notification_row(
         tx,
         NotificationKind::Payment,
         body,
-        at_ms,
+        *at_ms,
         Some(out_trade_no),
         Some(transaction_id),
         &verdict,
@@ -777,45 +777,11 @@ impl Store for SqliteStore {
         )
     }
 
-    fn apply_payment_notification(
-        &self,
-        out_trade_no: &str,
-        transaction_id: &str,
-        paid_at_ms: i64,
-        body: &[u8],
-        at_ms: i64,
-        audit: Option<&AuditEventInput>,
-    ) -> StoreResult<Transition<Order>> {
-        audit.map(check_audit).transpose()?;
-        self.write(|tx| {
-            apply_payment(
-                tx,
-                out_trade_no,
-                transaction_id,
-                paid_at_ms,
-                body,
-                at_ms,
-                audit,
-            )
-        })
-    }
-
     fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>> {
         if let Some(Err(refused)) = paid.audit.as_ref().map(check_audit) {
             return Box::pin(std::future::ready(Err(refused)));
         }
-        Box::pin(self.writer.submit(move |tx| {
-            let p = &paid;
-            apply_payment(
-                tx,
-                &p.out_trade_no,
-                &p.transaction_id,
-                p.paid_at_ms,
-                &p.body,
-                p.at_ms,
-                p.audit.as_ref(),
-            )
-        }))
+        Box::pin(self.writer.submit(move |tx| apply_payment(tx, &paid)))
     }
 
     fn refunds_in_state(
