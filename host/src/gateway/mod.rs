@@ -8,10 +8,12 @@
 //! compare-and-set, then audit. [`Gateway`] is that sequence; the callback
 //! server, the reconciliation task and the operator CLI are thin callers.
 //!
-//! The store is synchronous, so writes (which wait for the disk) run on
-//! tokio's blocking pool, as do reads of a store across the network;
-//! reads of a local SQLite file and component calls take microseconds and
-//! run inline.
+//! The store is mostly synchronous, so writes (which wait for the disk)
+//! run on tokio's blocking pool, as do reads of a store across the
+//! network; reads of a local SQLite file and component calls take
+//! microseconds and run inline. The callback's write, the hottest, is a
+//! future instead ([`Store::apply_paid_notification`](crate::store::Store::apply_paid_notification)):
+//! a burst of notifications parks no thread each.
 
 mod notifications;
 mod orders;

@@ -298,8 +298,11 @@ impl GroupCommit {
         }
     }
 
-    /// Hands `change` to the writing thread; the future resolves once its
-    /// batch is durable (or has failed), holding no thread meanwhile.
+    /// Hands `change` to the writing thread at once; the future resolves
+    /// once its batch is durable (or has failed), holding no thread
+    /// meanwhile. Dropping the future does not withdraw the change: a
+    /// caller that gave up (a callback past its deadline) answers as if it
+    /// failed, and the change, if it was made, is there for the retry.
     pub(super) fn submit<T: Send + 'static>(
         &self,
         change: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
