@@ -323,11 +323,7 @@ pub(crate) async fn seed_orders(
     template: &Placed,
     count: usize,
 ) -> Result<Vec<Placed>, Error> {
-    let lookup = template.out_trade_no.clone();
-    let template = gateway
-        .db(move |s| s.order(&lookup))
-        .await?
-        .ok_or_else(|| Error::input("bench", "the template order is not stored"))?;
+    let template = gateway.stored_order(&template.out_trade_no).await?;
     let run = std::process::id();
     let mut writes = tokio::task::JoinSet::new();
     let mut seeded = Vec::with_capacity(count);

@@ -147,7 +147,6 @@ impl Outcome {
 pub(super) struct GroupCommit {
     shared: Arc<Shared>,
     thread: Option<std::thread::JoinHandle<()>>,
-    flushes: bool,
 }
 
 /// What the writers and the writing thread share.
@@ -162,9 +161,8 @@ struct Shared {
 
 impl std::fmt::Debug for GroupCommit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GroupCommit")
-            .field("flushes", &self.flushes)
-            .finish_non_exhaustive()
+        // The writer's state is behind its lock; formatting takes no lock.
+        f.debug_struct("GroupCommit").finish_non_exhaustive()
     }
 }
 
@@ -219,13 +217,12 @@ impl GroupCommit {
     /// make all it committed durable. Without, a `COMMIT` that returns is
     /// taken as the end (durable already, or durability not wanted: memory).
     pub(super) fn new(conn: Connection, flush: Option<Flush>) -> std::io::Result<Self> {
-        let flushes = flush.is_some();
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer {
                 conn,
                 open: None,
                 changes: 0,
-                flushes,
+                flushes: flush.is_some(),
                 jobs: Vec::new(),
                 unflushed: Vec::new(),
                 flushing: false,
@@ -243,7 +240,6 @@ impl GroupCommit {
         Ok(Self {
             shared,
             thread: Some(thread),
-            flushes,
         })
     }
 
@@ -257,11 +253,6 @@ impl GroupCommit {
     /// Totals since the store opened.
     pub(super) fn stats(&self) -> CommitStats {
         self.lock().stats
-    }
-
-    /// Whether batches are flushed by this store rather than by `COMMIT`.
-    pub(super) fn flushes_itself(&self) -> bool {
-        self.flushes
     }
 
     /// Runs `change` in the current batch and returns once that batch is
@@ -308,12 +299,7 @@ impl GroupCommit {
         change: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> impl Future<Output = StoreResult<T>> + Send + 'static {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |writer: &mut Writer| {
-            if let Some(refused) = writer.run_submitted(change, answer) {
-                let (answer, result) = refused;
-                let _ = answer.send(result);
-            }
-        });
+        let job: Job = Box::new(move |writer: &mut Writer| writer.run_submitted(change, answer));
         {
             let mut writer = self.lock();
             writer.jobs.push(job);
@@ -437,13 +423,15 @@ impl Shared {
     }
 }
 
-/// A submitted change's answer, not yet sent.
-type Refused<T> = (tokio::sync::oneshot::Sender<StoreResult<T>>, StoreResult<T>);
-
 impl Writer {
     /// The connection (outside any change of the batch).
     pub(super) fn conn(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Whether batches are flushed by this store rather than by `COMMIT`.
+    pub(super) fn flushes_itself(&self) -> bool {
+        self.flushes
     }
 
     /// Runs one of the few statements every change runs, parsed once.
@@ -462,19 +450,19 @@ impl Writer {
     }
 
     /// Runs a submitted change in the open batch; its answer is sent once
-    /// the batch has ended. Returns the answer to send at once instead when
-    /// the change never joined a batch.
+    /// the batch has ended, or at once when the change never joined one.
     fn run_submitted<T: Send + 'static>(
         &mut self,
         change: impl FnOnce(&Connection) -> StoreResult<T>,
         answer: tokio::sync::oneshot::Sender<StoreResult<T>>,
-    ) -> Option<Refused<T>> {
-        if let Err(refused) = self.refuse_if_broken() {
-            return Some((answer, Err(refused)));
-        }
-        let batch = match self.join() {
+    ) {
+        let joined = self.refuse_if_broken().and_then(|()| self.join());
+        let batch = match joined {
             Ok(batch) => batch,
-            Err(e) => return Some((answer, Err(e))),
+            Err(refused) => {
+                let _ = answer.send(Err(refused));
+                return;
+            }
         };
         let result = match self.run(change) {
             Ok(Change::Done(result)) => result,
@@ -487,13 +475,13 @@ impl Writer {
             }
             Err(broken) => {
                 self.abort(broken.to_string());
-                return Some((answer, Err(broken)));
+                let _ = answer.send(Err(broken));
+                return;
             }
         };
         batch.then(Box::new(move |ended| {
             let _ = answer.send(durable(result, ended));
         }));
-        None
     }
 
     /// Opens a batch unless one is open, and returns its outcome slot.

@@ -176,7 +176,7 @@ impl SqliteStore {
                 .pragma_query_one(None, "journal_mode")
                 .ctx("read pragma")?,
             synchronous: one("synchronous")?,
-            flushes_wal: self.writer.flushes_itself(),
+            flushes_wal: writer.flushes_itself(),
             foreign_keys: one("foreign_keys")? == 1,
             busy_timeout_ms: one("busy_timeout")?,
             schema_version: conn
