@@ -146,11 +146,18 @@ impl k::Guest for Component {
     }
 
     fn parse_xml(body: Vec<u8>, max_bytes: Option<u32>) -> Result<Pairs, t::Error> {
-        let options = xml::ReadOptions {
-            max_bytes: max_bytes.map_or(xml::DEFAULT_MAX_BYTES, |n| n as usize),
-            ..Default::default()
-        };
-        Ok(params::to_pairs(&xml::parse_with(&body, options)?))
+        Ok(params::into_pairs(xml::parse_with(
+            &body,
+            read_options(max_bytes),
+        )?))
+    }
+
+    fn read_field(
+        body: Vec<u8>,
+        name: String,
+        max_bytes: Option<u32>,
+    ) -> Result<Option<String>, t::Error> {
+        Ok(xml::read_field(&body, &name, read_options(max_bytes))?)
     }
 
     fn write_xml(params: Pairs) -> Result<String, t::Error> {
@@ -256,6 +263,15 @@ struct MerchantResource(merchant::Merchant);
 
 impl m::Guest for Component {
     type Merchant = MerchantResource;
+}
+
+/// How `parse-xml` and `read-field` read: the default root, and the
+/// caller's cap or the default one.
+fn read_options(max_bytes: Option<u32>) -> xml::ReadOptions<'static> {
+    xml::ReadOptions {
+        max_bytes: max_bytes.map_or(xml::DEFAULT_MAX_BYTES, |n| n as usize),
+        ..Default::default()
+    }
 }
 
 fn signed(r: request::SignedRequest) -> m::SignedRequest {
@@ -426,8 +442,8 @@ impl m::GuestMerchant for MerchantResource {
         body: Vec<u8>,
         request_sign_type: t::SignType,
     ) -> Result<Pairs, t::Error> {
-        Ok(params::to_pairs(
-            &self.0.verify_response(&body, request_sign_type.into())?,
+        Ok(params::into_pairs(
+            self.0.verify_response(&body, request_sign_type.into())?,
         ))
     }
 
@@ -462,7 +478,6 @@ impl m::GuestMerchant for MerchantResource {
             time_end: n.time_end,
             attach: n.attach,
             cash_fee: n.cash_fee,
-            fields: params::to_pairs(&n.fields),
         })
     }
 
@@ -489,7 +504,7 @@ impl m::GuestMerchant for MerchantResource {
             refund_status: n.refund_status,
             success_time: n.success_time,
             settlement_refund_fee: n.settlement_refund_fee,
-            fields: params::to_pairs(&n.fields),
+            fields: params::into_pairs(n.fields),
         })
     }
 

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use crate::merchant::{Merchant, MerchantConfig};
 use crate::order::{self, OrderIntent, Policy, Product};
-use crate::params::Params;
+use crate::params::{self, Params};
 use crate::sign::{ApiKey, SignType};
 use crate::{canonical, notify, refund_notify, xml};
 
@@ -34,9 +34,20 @@ fn merchant(sign_type: SignType) -> Merchant {
     Merchant::new(config).unwrap_or_else(|_| unreachable!("constant config is valid"))
 }
 
-/// Parses any bytes; accepted bodies must survive a write/read round trip.
+/// Parses any bytes; accepted bodies must survive a write/read round trip,
+/// and reading one field must agree with reading them all.
 pub fn parse_xml(data: &[u8]) {
-    if let Ok(params) = xml::parse(data) {
+    let parsed = xml::parse(data);
+    let one = xml::read_field(data, "out_trade_no", xml::ReadOptions::default());
+    let expected_one = parsed
+        .as_ref()
+        .map(|params| params::non_empty(params, "out_trade_no").map(String::from));
+    assert_eq!(
+        one,
+        expected_one.map_err(Clone::clone),
+        "read_field disagrees with parse"
+    );
+    if let Ok(params) = parsed {
         let written =
             xml::write(&params).unwrap_or_else(|e| panic!("accepted params must write: {e}"));
         let reread = xml::parse_with(

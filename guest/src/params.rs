@@ -67,6 +67,11 @@ pub fn to_pairs(params: &Params) -> Vec<(String, String)> {
     params.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
+/// The params as pairs, in byte-wise name order, moving the strings.
+pub fn into_pairs(params: Params) -> Vec<(String, String)> {
+    params.into_iter().collect()
+}
+
 /// The value of a field, treating an empty value as absent (as signing does).
 pub fn non_empty<'a>(params: &'a Params, name: &str) -> Option<&'a str> {
     params

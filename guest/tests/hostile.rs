@@ -126,6 +126,28 @@ fn accepted_shapes_parse() {
 }
 
 #[test]
+fn read_field_reads_one_field_as_parse_reads_them_all() {
+    let options = xml::ReadOptions::default();
+    let body = b"<xml><out_trade_no>T1</out_trade_no><attach></attach></xml>";
+    assert_eq!(
+        xml::read_field(body, "out_trade_no", options),
+        Ok(Some("T1".into()))
+    );
+    assert_eq!(xml::read_field(body, "attach", options), Ok(None), "empty");
+    assert_eq!(xml::read_field(body, "openid", options), Ok(None), "absent");
+    assert_eq!(
+        xml::read_field(b"<xml><a>1</a><a>2</a></xml>", "b", options),
+        Err(Error::DuplicateField("a".into())),
+        "the whole body is checked, not only the field asked for"
+    );
+    let xxe = br#"<!DOCTYPE xml [<!ENTITY e "x">]><xml><a>&e;</a></xml>"#;
+    assert_eq!(
+        xml::read_field(xxe, "a", options),
+        xml::parse(xxe).map(|_| None)
+    );
+}
+
+#[test]
 fn writer_refuses_what_xml_cannot_carry() {
     let p = params::from_pairs([("a", "bell\u{7}")]).expect("pairs");
     assert_eq!(

@@ -33,11 +33,17 @@ fn merchant(signer: &mut SignerInstance) -> MerchantHandle {
         .expect("merchant")
 }
 
+/// Why `parse-xml` refuses `body`; `read-field` must refuse it the same way.
 fn xml_reason(signer: &mut SignerInstance, body: &[u8]) -> XmlReason {
-    match signer.parse_xml(body, None) {
+    let reason = match signer.parse_xml(body, None) {
         Err(Error::Guest(types::Error::XmlRejected(e))) => e.reason,
         other => panic!("expected an XML rejection, got {other:?}"),
+    };
+    match signer.read_field(body, "a", None) {
+        Err(Error::Guest(types::Error::XmlRejected(e))) => assert_eq!(e.reason, reason),
+        other => panic!("read-field: expected an XML rejection, got {other:?}"),
     }
+    reason
 }
 
 #[test]
@@ -68,6 +74,17 @@ fn hostile_xml_gets_typed_reasons_through_the_component() {
         s.parse_xml(b"<xml><a>1</a><a>2</a></xml>", None),
         Err(Error::Guest(types::Error::DuplicateField(f))) if f == "a"
     ));
+    assert!(matches!(
+        s.read_field(b"<xml><a>1</a><a>2</a></xml>", "b", None),
+        Err(Error::Guest(types::Error::DuplicateField(f))) if f == "a"
+    ));
+    let body = b"<xml><out_trade_no>T1</out_trade_no><attach></attach></xml>";
+    assert_eq!(
+        s.read_field(body, "out_trade_no", None).expect("reads"),
+        Some("T1".into())
+    );
+    assert_eq!(s.read_field(body, "attach", None).expect("reads"), None);
+    assert_eq!(s.read_field(body, "openid", None).expect("reads"), None);
 }
 
 fn notification(fields: &[(&str, &str)], key: &str, signer: &mut SignerInstance) -> Vec<u8> {

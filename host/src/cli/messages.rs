@@ -199,6 +199,15 @@ pub(super) fn sign(args: &SignArgs) -> Result<(), Error> {
     signer.drop_merchant(merchant)
 }
 
+/// Every field but `sign`: what a signature covers.
+fn unsigned(params: &Pairs) -> Pairs {
+    params
+        .iter()
+        .filter(|(k, _)| k != "sign")
+        .cloned()
+        .collect()
+}
+
 pub(super) fn verify(args: &VerifyArgs) -> Result<(), Error> {
     let body = read_input(&args.input)?;
     let sandbox = args.component.sandbox()?;
@@ -226,7 +235,7 @@ pub(super) fn verify(args: &VerifyArgs) -> Result<(), Error> {
                         "out_trade_no": n.out_trade_no, "transaction_id": n.transaction_id,
                         "total_fee": n.total_fee, "fee_type": n.fee_type,
                         "sign_type": sign_type_name(settings.sign_type),
-                        "fields": pairs_json(&n.fields),
+                        "fields": pairs_json(&unsigned(&params)),
                     })
                 })
         }

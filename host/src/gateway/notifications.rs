@@ -38,7 +38,7 @@ const ACTOR: &str = "wechat";
 fn out_trade_no_of(fields: &crate::sandbox::signer::Pairs) -> Option<String> {
     fields
         .iter()
-        .find(|(k, _)| k == "out_trade_no")
+        .find(|(k, v)| k == "out_trade_no" && !v.is_empty())
         .map(|(_, v)| v.clone())
 }
 
@@ -66,25 +66,25 @@ impl Gateway {
     pub async fn payment_notification(&self, body: Vec<u8>) -> Result<NotifyReply, Error> {
         let kind = NotificationKind::Payment;
         let limit = self.body_limit();
-        let parsed = self.sign(|s| s.instance.parse_xml(&body, Some(limit)));
-        let fields = match parsed {
-            Ok(fields) => fields,
+        let read = self.sign(|s| s.instance.read_field(&body, "out_trade_no", Some(limit)));
+        let no = match read {
+            Ok(Some(no)) => no,
+            Ok(None) => {
+                return self
+                    .reject(
+                        kind,
+                        body,
+                        None,
+                        "no_order_number",
+                        "no out_trade_no".into(),
+                    )
+                    .await;
+            }
             Err(e) => {
                 return self
                     .reject(kind, body, None, "malformed", format!("malformed: {e}"))
                     .await;
             }
-        };
-        let Some(no) = out_trade_no_of(&fields) else {
-            return self
-                .reject(
-                    kind,
-                    body,
-                    None,
-                    "no_order_number",
-                    "no out_trade_no".into(),
-                )
-                .await;
         };
         tracing::Span::current().record("payment_id", no.as_str());
         let lookup = no.clone();
@@ -390,11 +390,11 @@ impl Gateway {
                 let no = out_trade_no_of(&fields)
                     .ok_or_else(|| Error::input("notification", "no out_trade_no"))?;
                 let expected = expected_order(&self.stored_order(&no).await?);
-                let notice = self.sign(|s| {
+                self.sign(|s| {
                     s.instance
                         .verify_payment_notification(&s.merchant, body, Some(&expected))
                 })?;
-                Ok(notice.fields)
+                Ok(fields.into_iter().filter(|(k, _)| k != "sign").collect())
             }
             NotificationKind::Refund => {
                 let claimed = self.sign(|s| {

@@ -107,6 +107,19 @@ impl SignerInstance {
         self.call(|b, s| b.wxpay_signer_keyless().call_parse_xml(s, body, max_bytes))
     }
 
+    /// `keyless.read-field`.
+    pub fn read_field(
+        &mut self,
+        body: &[u8],
+        name: &str,
+        max_bytes: Option<u32>,
+    ) -> Result<Option<String>, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_keyless()
+                .call_read_field(s, body, name, max_bytes)
+        })
+    }
+
     /// `keyless.write-xml`.
     pub fn write_xml(&mut self, params: &Pairs) -> Result<String, Error> {
         self.call(|b, s| b.wxpay_signer_keyless().call_write_xml(s, params))
