@@ -179,6 +179,7 @@ on_both_backends!(
     the_audit_head_is_the_newest_seq,
     the_audit_log_is_read_by_subject,
     an_orders_refunds_are_listed_oldest_first,
+    a_fetched_order_is_the_stored_one,
 );
 
 /// The callback's write for `out_trade_no`, awaited on this thread.
@@ -684,6 +685,32 @@ fn paid_notifications_from_tasks_and_threads_apply_once_together(backend: &Backe
     assert!(
         refused.is_err(),
         "a malformed audit event is refused up front"
+    );
+}
+
+fn a_fetched_order_is_the_stored_one(backend: &Backend) {
+    // The callback's read, as a future: awaited on a plain thread and as a
+    // task on a runtime, it gives what the blocking read gives.
+    let store = backend.open();
+    insert_new(&*store, &order("o-1", OrderState::Pending, T0));
+    let expected = store.order("o-1").expect("read");
+    assert!(expected.is_some());
+    assert_eq!(
+        futures::executor::block_on(store.fetch_order("o-1")).expect("fetch"),
+        expected
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .expect("runtime");
+    let task = runtime.spawn(store.fetch_order("o-1"));
+    assert_eq!(
+        runtime.block_on(task).expect("task").expect("fetch"),
+        expected
+    );
+    assert_eq!(
+        futures::executor::block_on(store.fetch_order("o-2")).expect("fetch"),
+        None
     );
 }
 

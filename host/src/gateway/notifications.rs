@@ -87,8 +87,7 @@ impl Gateway {
             }
         };
         tracing::Span::current().record("payment_id", no.as_str());
-        let lookup = no.clone();
-        let Some(order) = self.read(move |s| s.order(&lookup)).await? else {
+        let Some(order) = self.store.fetch_order(&no).await? else {
             return self
                 .reject(
                     kind,

@@ -166,6 +166,11 @@ pub trait Store: Send + Sync {
     /// The order, if stored.
     fn order(&self, out_trade_no: &str) -> StoreResult<Option<Order>>;
 
+    /// [`Store::order`] as a future, for the notification callback: a store
+    /// whose reads wait for the network answers without parking a thread
+    /// per read; one whose reads are local answers at once.
+    fn fetch_order(&self, out_trade_no: &str) -> StoreFuture<Option<Order>>;
+
     /// Moves the order to `to` if it is in one of `from`, setting the
     /// patch's fields that are `Some`, `updated_at_ms = at_ms` and bumping
     /// `version` — one compare-and-set. An order already in `to` is left

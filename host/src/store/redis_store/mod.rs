@@ -515,6 +515,18 @@ impl Store for RedisStore {
         self.record("order", &mut args, "orders", fields::order)
     }
 
+    fn fetch_order(&self, out_trade_no: &str) -> StoreFuture<Option<Order>> {
+        let mut args = Args::default();
+        args.text(out_trade_no);
+        let reply = self.call_later("order", &mut args);
+        Box::pin(async move {
+            Fields::from_value(&reply.await?, "orders")?
+                .as_ref()
+                .map(fields::order)
+                .transpose()
+        })
+    }
+
     fn transition_order(
         &self,
         out_trade_no: &str,

@@ -637,6 +637,10 @@ impl Store for SqliteStore {
         select_order(&*self.reader()?, out_trade_no)
     }
 
+    fn fetch_order(&self, out_trade_no: &str) -> StoreFuture<Option<Order>> {
+        Box::pin(std::future::ready(self.order(out_trade_no)))
+    }
+
     fn transition_order(
         &self,
         out_trade_no: &str,
