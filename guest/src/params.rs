@@ -6,6 +6,7 @@
 //! (unlike `HashMap`) pulls no randomness import into the component.
 
 use alloc::collections::BTreeMap;
+use alloc::collections::btree_map::Entry;
 use alloc::string::String;
 use alloc::vec::Vec;
 
@@ -34,11 +35,13 @@ where
 /// Inserts a field that must not be present yet.
 pub fn insert_new(params: &mut Params, name: String, value: String) -> Result<()> {
     check_field_name(&name)?;
-    if params.contains_key(&name) {
-        return Err(Error::DuplicateField(name));
+    match params.entry(name) {
+        Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+        Entry::Occupied(taken) => Err(Error::DuplicateField(taken.key().clone())),
     }
-    params.insert(name, value);
-    Ok(())
 }
 
 /// Field names are ASCII identifiers: a letter or `_`, then letters, digits

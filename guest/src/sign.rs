@@ -159,14 +159,29 @@ pub fn sign_fields<'a>(
         SignType::Md5 => {
             let mut md5 = Md5::new();
             feed(&mut |bytes| md5.update(bytes), fields, key);
-            hex::encode_upper(md5.finalize())
+            upper_hex(&md5.finalize())
         }
         SignType::HmacSha256 => {
             let mut mac = key.hmac.clone();
             feed(&mut |bytes| mac.update(bytes), fields, key);
-            hex::encode_upper(mac.finalize().into_bytes())
+            upper_hex(&mac.finalize().into_bytes())
         }
     }
+}
+
+/// A digest (at most 32 bytes) as upper-case hex, encoded in one buffer
+/// rather than a character at a time.
+fn upper_hex(digest: &[u8]) -> String {
+    let mut buffer = [0u8; 64];
+    let Some(out) = buffer.get_mut(..digest.len() * 2) else {
+        unreachable!("digests here are at most 32 bytes")
+    };
+    // `hex::encode_to_slice` only fails on a wrong output length, which is right here.
+    if hex::encode_to_slice(digest, out).is_err() {
+        unreachable!("n bytes encode to 2n hex characters");
+    }
+    out.make_ascii_uppercase();
+    out.iter().copied().map(char::from).collect()
 }
 
 /// Feeds `k=v&k=v&key=KEY` to a hash without building the string.
