@@ -301,6 +301,10 @@ fn wal_and_a_flush_before_every_answer_are_in_force() {
     assert!(settings.flushes_wal, "so the store flushes the WAL itself");
     assert!(settings.foreign_keys);
     assert!(settings.busy_timeout_ms >= 1000, "{settings:?}");
+    assert_eq!(
+        settings.temp_store, 2,
+        "2 is MEMORY: savepoint journals in small chunks"
+    );
     // WAL is a property of the file: another connection sees it too.
     let mode: String = raw(&path)
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
