@@ -19,6 +19,7 @@ mod readers;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension as _, Params, Row, params};
 
 use self::checkpoint::Checkpointer;
@@ -117,6 +118,7 @@ impl SqliteStore {
     fn configure(mut conn: Connection, file: Option<&Path>) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        stable_plans(&conn)?;
         if file.is_some() {
             let mode: String = conn
                 .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
@@ -297,6 +299,16 @@ fn query_one<T>(
     let mut stmt = conn.prepare_cached(sql).ctx(op)?;
     let mut rows = stmt.query(params).ctx(op)?;
     rows.next().ctx(op)?.map(decode).transpose()
+}
+
+/// Query plans that do not depend on the values bound (SQLite's query
+/// planner stability guarantee), so a cached statement is never prepared
+/// again because a parameter changed. Without it, the compare-and-set on
+/// `orders` was parsed and planned anew for every notification (measured).
+fn stable_plans(conn: &Connection) -> StoreResult<()> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .ctx("enable QPSG")?;
+    Ok(())
 }
 
 /// A JSON array of state names, for `state IN (SELECT value FROM json_each(?))`:

@@ -79,6 +79,7 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
     })?;
     conn.busy_timeout(BUSY_TIMEOUT).ctx("set busy_timeout")?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    super::stable_plans(&conn)?;
     Ok(conn)
 }
 
