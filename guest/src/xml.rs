@@ -138,8 +138,8 @@ fn is_suspect(b: u8) -> bool {
 fn declarations(body: &[u8]) -> (bool, bool) {
     let (mut doctype, mut entity) = (false, false);
     for at in memchr::memchr_iter(b'!', body) {
-        if at > 0 && body[at - 1] == b'<' {
-            let rest = &body[at + 1..];
+        if at > 0 && body.get(at - 1) == Some(&b'<') {
+            let rest = body.get(at + 1..).unwrap_or_default();
             doctype |= starts_with_ignore_ascii_case(rest, b"DOCTYPE");
             entity |= starts_with_ignore_ascii_case(rest, b"ENTITY");
         }

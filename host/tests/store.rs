@@ -305,6 +305,10 @@ fn wal_and_a_flush_before_every_answer_are_in_force() {
         settings.temp_store, 2,
         "2 is MEMORY: savepoint journals in small chunks"
     );
+    assert!(
+        settings.stable_plans,
+        "statements are not planned again per value"
+    );
     // WAL is a property of the file: another connection sees it too.
     let mode: String = raw(&path)
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))

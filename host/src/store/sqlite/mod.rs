@@ -83,11 +83,14 @@ pub struct SqliteSettings {
     pub busy_timeout_ms: i64,
     /// `PRAGMA temp_store` of the writing connection: 2 (MEMORY). Every
     /// change runs in a savepoint, whose journal of the pages it touches
-    /// is then a list of small in-memory chunks; by default it is a 64 KiB
-    /// buffer allocated per change, which the C allocator hands back to
+    /// is then a list of small in-memory chunks; by default it is a buffer
+    /// of up to 64 KiB allocated per change, which the C allocator hands back to
     /// the system after each batch and faults in again (about 12,000 page
     /// faults a second at 8,000 notifications a second, measured).
     pub temp_store: i64,
+    /// Whether query plans are kept whatever values are bound (see
+    /// `stable_plans`).
+    pub stable_plans: bool,
     /// The schema version the database is at.
     pub schema_version: i64,
 }
@@ -192,6 +195,9 @@ impl SqliteStore {
             foreign_keys: one("foreign_keys")? == 1,
             busy_timeout_ms: one("busy_timeout")?,
             temp_store: one("temp_store")?,
+            stable_plans: conn
+                .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG)
+                .ctx("read QPSG")?,
             schema_version: conn
                 .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
                     r.get(0)
