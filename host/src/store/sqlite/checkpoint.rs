@@ -167,7 +167,7 @@ mod tests {
         let checkpointer = Checkpointer::start_with(path.clone(), restart_past);
         let done = Arc::new(AtomicBool::new(false));
         let reading = {
-            let (path, done) = (path.clone(), Arc::clone(&done));
+            let done = Arc::clone(&done);
             std::thread::spawn(move || {
                 let reader = Connection::open(&path).expect("reader");
                 reader.busy_timeout(BUSY_TIMEOUT).expect("busy timeout");
