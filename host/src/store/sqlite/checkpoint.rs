@@ -31,8 +31,9 @@ use rusqlite::Connection;
 /// How often the WAL is checkpointed.
 const EVERY: Duration = Duration::from_millis(250);
 
-/// How much of the WAL may be in use before it is started over, in bytes.
-const RESTART_PAST: u64 = 64 << 20;
+/// How many WAL frames may be in use before the WAL is started over:
+/// 64 MiB at the 4 KiB pages the store uses.
+const RESTART_PAST: u64 = 16_384;
 
 /// How long a restart checkpoint waits for the writer and for readers of
 /// older snapshots. Writers wait behind it meanwhile, so it gives up soon
@@ -56,7 +57,7 @@ impl Checkpointer {
     }
 
     /// [`Checkpointer::start`], starting the WAL over past `restart_past`
-    /// bytes.
+    /// frames.
     fn start_with(path: PathBuf, restart_past: u64) -> Self {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -66,10 +67,8 @@ impl Checkpointer {
                     return;
                 };
                 let _ = conn.busy_timeout(RESTART_WAIT);
-                let frame_bytes = frame_bytes(&conn);
                 loop {
-                    let frames = checkpoint(&conn);
-                    if frames.saturating_mul(frame_bytes) > restart_past {
+                    if checkpoint(&conn) > restart_past {
                         restart(&conn);
                     }
                     match stopped.recv_timeout(EVERY) {
@@ -100,14 +99,6 @@ fn checkpoint(conn: &Connection) -> u64 {
             0
         }
     }
-}
-
-/// Bytes a WAL frame takes: a page and its 24-byte header.
-fn frame_bytes(conn: &Connection) -> u64 {
-    conn.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0))
-        .ok()
-        .and_then(|page| u64::try_from(page).ok())
-        .map_or(4096 + 24, |page| page + 24)
 }
 
 /// A checkpoint that lets the next commit start the WAL over. It waits
@@ -199,7 +190,7 @@ mod tests {
         // Every commit writes at least the page it changed, so a WAL never
         // started over ends at least this large.
         let never_started_over = COMMITS as u64 * FRAME_BYTES;
-        let wal = sustained_load(256 << 10);
+        let wal = sustained_load(64);
         assert!(
             wal < never_started_over / 3,
             "the WAL is {wal} bytes; never started over it would be {never_started_over}"
