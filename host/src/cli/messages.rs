@@ -12,7 +12,7 @@ use super::{ComponentArgs, KeyArgs, SignTypeArg};
 use crate::error::{Error, sign_type_name};
 use crate::sandbox::SignerInstance;
 use crate::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
-use crate::sandbox::signer::{MerchantSettings, Pairs};
+use crate::sandbox::signer::{MerchantSettings, Pairs, without_sign};
 
 /// The merchant's identity and algorithm.
 #[derive(Debug, Args)]
@@ -190,22 +190,13 @@ pub(super) fn sign(args: &SignArgs) -> Result<(), Error> {
     let merchant = signer.merchant(&settings, &key)?;
     let sign = signer.sign(&merchant, &params, Some(settings.sign_type))?;
     if args.xml {
-        let mut signed: Pairs = params.into_iter().filter(|(k, _)| k != "sign").collect();
+        let mut signed = without_sign(&params);
         signed.push(("sign".to_owned(), sign));
         outln!("{}", signer.write_xml(&signed)?);
     } else {
         outln!("{sign}");
     }
     signer.drop_merchant(merchant)
-}
-
-/// Every field but `sign`: what a signature covers.
-fn unsigned(params: &Pairs) -> Pairs {
-    params
-        .iter()
-        .filter(|(k, _)| k != "sign")
-        .cloned()
-        .collect()
 }
 
 pub(super) fn verify(args: &VerifyArgs) -> Result<(), Error> {
@@ -235,7 +226,7 @@ pub(super) fn verify(args: &VerifyArgs) -> Result<(), Error> {
                         "out_trade_no": n.out_trade_no, "transaction_id": n.transaction_id,
                         "total_fee": n.total_fee, "fee_type": n.fee_type,
                         "sign_type": sign_type_name(settings.sign_type),
-                        "fields": pairs_json(&unsigned(&params)),
+                        "fields": pairs_json(&without_sign(&params)),
                     })
                 })
         }

@@ -393,7 +393,7 @@ impl Gateway {
                     s.instance
                         .verify_payment_notification(&s.merchant, body, Some(&expected))
                 })?;
-                Ok(fields.into_iter().filter(|(k, _)| k != "sign").collect())
+                Ok(crate::sandbox::signer::without_sign(&fields))
             }
             NotificationKind::Refund => {
                 let claimed = self.sign(|s| {

@@ -29,6 +29,15 @@ use crate::key::ApiKey;
 /// Flat params, as the WIT `params` type.
 pub type Pairs = Vec<(String, String)>;
 
+/// The fields a signature covers: every one but `sign`.
+pub fn without_sign(pairs: &Pairs) -> Pairs {
+    pairs
+        .iter()
+        .filter(|(name, _)| name != wxpay_guest::canonical::SIGN_FIELD)
+        .cloned()
+        .collect()
+}
+
 /// One component instance.
 pub struct SignerInstance {
     store: Store<StoreState>,

@@ -274,11 +274,7 @@ impl RedisStore {
         what: &'static str,
         decode: fn(&Fields) -> StoreResult<T>,
     ) -> StoreResult<Option<T>> {
-        let reply = self.call(op, args)?;
-        Fields::from_value(&reply, what)?
-            .as_ref()
-            .map(decode)
-            .transpose()
+        record_reply(&self.call(op, args)?, what, decode)
     }
 
     fn records<T>(
@@ -373,6 +369,18 @@ async fn invoke(mut conn: ConnectionManager, argv: Vec<Vec<u8>>) -> redis::Redis
         invocation.arg(arg.as_slice());
     }
     invocation.invoke_async::<Value>(&mut conn).await
+}
+
+/// A record, or nil when there is none.
+fn record_reply<T>(
+    reply: &Value,
+    what: &'static str,
+    decode: fn(&Fields) -> StoreResult<T>,
+) -> StoreResult<Option<T>> {
+    Fields::from_value(reply, what)?
+        .as_ref()
+        .map(decode)
+        .transpose()
 }
 
 /// A `{applied|already|refused, record}` or `{missing}` reply.
@@ -519,12 +527,7 @@ impl Store for RedisStore {
         let mut args = Args::default();
         args.text(out_trade_no);
         let reply = self.call_later("order", &mut args);
-        Box::pin(async move {
-            Fields::from_value(&reply.await?, "orders")?
-                .as_ref()
-                .map(fields::order)
-                .transpose()
-        })
+        Box::pin(async move { record_reply(&reply.await?, "orders", fields::order) })
     }
 
     fn transition_order(

@@ -84,9 +84,10 @@ pub struct SqliteSettings {
     /// `PRAGMA temp_store` of the writing connection: 2 (MEMORY). Every
     /// change runs in a savepoint, whose journal of the pages it touches
     /// is then a list of small in-memory chunks; by default it is a buffer
-    /// of up to 64 KiB allocated per change, which the C allocator hands back to
-    /// the system after each batch and faults in again (about 12,000 page
-    /// faults a second at 8,000 notifications a second, measured).
+    /// of up to 64 KiB allocated per change, which the C allocator hands
+    /// back to the system after each batch and faults in again (about
+    /// 12,000 page faults a second at 8,000 notifications a second,
+    /// measured).
     pub temp_store: i64,
     /// Whether query plans are kept whatever values are bound (see
     /// `stable_plans`).
