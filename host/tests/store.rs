@@ -1915,6 +1915,49 @@ fn redis_errors_never_show_the_password() {
     assert!(!message.contains("s3cret-pass"), "{message}");
 }
 
+/// A server that lost the store's function library (flushed, or replaced
+/// by an empty one) gets it back on the next call, which then succeeds.
+#[test]
+fn redis_loads_its_functions_again_on_a_server_that_lost_them() {
+    let url = support::redis::start_with(wxpay::bench::redis_server::DURABLE);
+    let store = wxpay::store::RedisStore::open(&url, "x:").expect("open");
+    insert_new(&store, &order("o-1", OrderState::Pending, T0));
+    let mut conn = ::redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let libraries = |conn: &mut ::redis::Connection| -> usize {
+        let listed: Vec<::redis::Value> = ::redis::cmd("FUNCTION")
+            .arg("LIST")
+            .query(conn)
+            .expect("list");
+        listed.len()
+    };
+    assert_eq!(libraries(&mut conn), 1, "loaded when the store opened");
+    let _: () = ::redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut conn)
+        .expect("flush");
+    assert_eq!(libraries(&mut conn), 0);
+    assert_eq!(stored(&store, "o-1").state, OrderState::Pending);
+    assert_eq!(libraries(&mut conn), 1, "loaded again by the read");
+}
+
+/// Without Redis Functions (before Redis 7.0, or with the command
+/// disabled) the store refuses to open, and says what it needs.
+#[test]
+fn redis_without_functions_is_refused_at_open() {
+    let mut settings = wxpay::bench::redis_server::DURABLE.to_vec();
+    settings.extend(["--rename-command", "FUNCTION", ""]);
+    let url = support::redis::start_with(&settings);
+    match wxpay::store::RedisStore::open(&url, "x:") {
+        Err(e @ StoreError::Redis { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains("Redis 7.0 or later"), "{message}");
+        }
+        other => panic!("expected a Redis error, got {other:?}"),
+    }
+}
+
 #[test]
 fn redis_prefixes_keep_deployments_apart() {
     let (a, b) = (support::redis::store(), support::redis::store());

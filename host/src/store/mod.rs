@@ -25,8 +25,8 @@
 //! record's `version`.
 //!
 //! **Honest for Redis.** The Redis backend ([`RedisStore`]) implements the
-//! same trait, for several gateways sharing one state. So every method is one atomic unit that a single Lua script
-//! (or `WATCH`/`MULTI`) can perform: an insert checks its unique keys and
+//! same trait, for several gateways sharing one state. So every method is one atomic unit that a single Lua
+//! function (or `WATCH`/`MULTI`) can perform: an insert checks its unique keys and
 //! writes in one step; a transition compares the state and writes; the
 //! payment notification appends to a list and transitions; a refund insert
 //! sums the order's refunds and writes. No method hands out a transaction

@@ -1,5 +1,5 @@
-//! What travels to and from the store script: arguments encoded as the
-//! script reads them, and records (hashes as flat name/value arrays)
+//! What travels to and from the store function: arguments encoded as the
+//! function reads them, and records (hashes as flat name/value arrays)
 //! decoded into the store's types.
 //!
 //! Nothing here panics on what Redis returns: a value this build cannot
@@ -21,11 +21,11 @@ use super::super::types::{
     Verdict,
 };
 
-/// Amounts at or above 2^53 fen are refused: the script adds amounts in
+/// Amounts at or above 2^53 fen are refused: the function adds amounts in
 /// Lua's doubles, which are exact only below that.
 const LARGEST_AMOUNT: u64 = (1 << 53) - 1;
 
-/// The script's arguments after the prefix and operation name.
+/// The function's arguments after the prefix and operation name.
 #[derive(Debug, Default)]
 pub(super) struct Args(pub(super) Vec<Vec<u8>>);
 
@@ -44,7 +44,7 @@ impl Args {
         self.text(&value.to_string())
     }
 
-    /// An amount, refused when the script could not add it exactly.
+    /// An amount, refused when the function could not add it exactly.
     pub(super) fn amount(&mut self, value: u64, field: &'static str) -> StoreResult<&mut Self> {
         if value > LARGEST_AMOUNT {
             return Err(StoreError::AmountOutOfRange { field });
@@ -84,7 +84,7 @@ impl Args {
     }
 }
 
-/// The order's fields, as stored (`version` is set by the script).
+/// The order's fields, as stored (`version` is set by the function).
 pub(super) fn order_fields(args: &mut Args, o: &Order) -> StoreResult<()> {
     args.field("out_trade_no", Some(&o.out_trade_no))
         .field("mch_id", Some(&o.mch_id))
@@ -128,7 +128,7 @@ pub(super) struct Fields {
 }
 
 impl Fields {
-    /// A record the script returned, or `None` for its `false` (no record).
+    /// A record the function returned, or `None` for its `false` (no record).
     pub(super) fn from_value(value: &Value, what: &'static str) -> StoreResult<Option<Self>> {
         match value {
             Value::Nil => Ok(None),
@@ -197,7 +197,7 @@ impl Fields {
     }
 }
 
-/// A binary-safe string the script returned.
+/// A binary-safe string the function returned.
 pub(super) fn bulk<'v>(value: &'v Value, what: &'static str) -> StoreResult<&'v [u8]> {
     match value {
         Value::BulkString(bytes) => Ok(bytes),
@@ -206,7 +206,7 @@ pub(super) fn bulk<'v>(value: &'v Value, what: &'static str) -> StoreResult<&'v 
     }
 }
 
-/// An integer the script returned, as a number or a decimal string.
+/// An integer the function returned, as a number or a decimal string.
 pub(super) fn integer(value: &Value, what: &'static str) -> StoreResult<i64> {
     match value {
         Value::Int(n) => Ok(*n),
@@ -217,7 +217,7 @@ pub(super) fn integer(value: &Value, what: &'static str) -> StoreResult<i64> {
     }
 }
 
-/// An amount the script returned.
+/// An amount the function returned.
 pub(super) fn amount(value: &Value, what: &'static str) -> StoreResult<u64> {
     u64::try_from(integer(value, what)?).map_err(|_| StoreError::corrupt(what, "out of range"))
 }

@@ -1,9 +1,17 @@
--- wxpay's Redis store. Every store operation is one call of this script,
--- and Redis runs a script to the end before it serves anything else: each
--- operation is atomic exactly as one SQLite transaction is.
+-- wxpay's Redis store, a Redis Functions library. Every store operation is
+-- one FCALL of its one function, and Redis runs a function to the end
+-- before it serves anything else: each operation is atomic exactly as one
+-- SQLite transaction is.
 --
--- ARGV[1] is the key prefix, ARGV[2] the operation, and the rest are the
--- operation's arguments. An optional argument is '' for none or '=' and
+-- The library is loaded once; its code below runs then, and each call runs
+-- only `dispatch`. (As an EVAL script, every call built all the helpers
+-- and tables again, which cost Redis more than the operation itself.) The
+-- gateway prepends the shebang line and FUNCTION_NAME, both derived from a
+-- digest of this file, so gateways of different versions can share one
+-- server, each calling its own code.
+--
+-- The first argument is the key prefix, the second the operation, and the
+-- rest are the operation's arguments. An optional argument is '' for none or '=' and
 -- its value. Records are hashes whose absent fields are NULL; numbers are
 -- decimal strings, and only amounts below 2^53 fen reach Lua, so Lua's
 -- doubles add them exactly.
@@ -34,11 +42,9 @@
 --   P console:<kind>:<key>  hash   value, expires_at_ms ('' for never);
 --                                  P console_keys:<kind> set of the kind's keys
 
-local P = ARGV[1]
-local A = {}
-for i = 3, #ARGV do
-  A[#A + 1] = ARGV[i]
-end
+-- The call being served: its key prefix and its operation's arguments.
+-- Set by `dispatch` at the start of every call; calls never overlap.
+local P, A
 
 local function key(...)
   return P .. table.concat({ ... }, ':')
@@ -941,8 +947,17 @@ function ops.build_spend_index()
   return indexed
 end
 
-local operation = ops[ARGV[2]]
-if not operation then
-  return redis.error_reply('wxpay store: unknown operation')
+local function dispatch(_, argv)
+  P = argv[1]
+  A = {}
+  for i = 3, #argv do
+    A[#A + 1] = argv[i]
+  end
+  local operation = ops[argv[2]]
+  if not operation then
+    return redis.error_reply('wxpay store: unknown operation')
+  end
+  return operation()
 end
-return operation()
+
+redis.register_function(FUNCTION_NAME, dispatch)
