@@ -1875,16 +1875,22 @@ fn a_lease_has_one_holder_until_it_expires(backend: &Backend) {
 
 #[test]
 fn redis_refuses_a_server_that_does_not_fsync_every_write() {
+    let durable_but = |weaker: &[&'static str]| {
+        let mut settings = wxpay::bench::redis_server::DURABLE.to_vec();
+        settings.extend_from_slice(weaker);
+        settings
+    };
     for (settings, setting, found) in [
+        (durable_but(&["--appendonly", "no"]), "appendonly", "no"),
         (
-            ["--appendonly", "no", "--appendfsync", "always"],
-            "appendonly",
-            "no",
-        ),
-        (
-            ["--appendonly", "yes", "--appendfsync", "everysec"],
+            durable_but(&["--appendfsync", "everysec"]),
             "appendfsync",
             "everysec",
+        ),
+        (
+            durable_but(&["--no-appendfsync-on-rewrite", "yes"]),
+            "no-appendfsync-on-rewrite",
+            "yes",
         ),
     ] {
         let url = support::redis::start_with(&settings);
@@ -1899,8 +1905,12 @@ fn redis_refuses_a_server_that_does_not_fsync_every_write() {
     }
     let settings = support::redis::store().settings().expect("settings");
     assert_eq!(
-        (settings.appendonly.as_str(), settings.appendfsync.as_str()),
-        ("yes", "always")
+        (
+            settings.appendonly.as_str(),
+            settings.appendfsync.as_str(),
+            settings.no_appendfsync_on_rewrite.as_str()
+        ),
+        ("yes", "always", "no")
     );
 }
 

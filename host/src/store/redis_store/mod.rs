@@ -12,7 +12,8 @@
 //!
 //! **Durable before acknowledged.** A write is acknowledged by Redis after
 //! it is in the append-only file, and with `appendfsync always` Redis
-//! fsyncs that file before answering. [`RedisStore::open`] refuses a
+//! fsyncs that file before answering (also while it rewrites the file:
+//! `no-appendfsync-on-rewrite no`). [`RedisStore::open`] refuses a
 //! server configured otherwise (like the SQLite store refusing a journal
 //! mode it cannot trust), so nothing is ACKed to WeChat that a Redis
 //! restart would forget.
@@ -113,6 +114,10 @@ pub struct RedisSettings {
     pub appendonly: String,
     /// `appendfsync`: `always` is required.
     pub appendfsync: String,
+    /// `no-appendfsync-on-rewrite`: `no` is required. With `yes`, Redis
+    /// skips the fsync while it rewrites the append-only file, and answers
+    /// writes that a crash then would lose.
+    pub no_appendfsync_on_rewrite: String,
 }
 
 impl RedisStore {
@@ -202,6 +207,7 @@ impl RedisStore {
         Ok(RedisSettings {
             appendonly: self.config_value("appendonly")?,
             appendfsync: self.config_value("appendfsync")?,
+            no_appendfsync_on_rewrite: self.config_value("no-appendfsync-on-rewrite")?,
         })
     }
 
@@ -210,6 +216,11 @@ impl RedisStore {
         for (setting, wanted, found) in [
             ("appendonly", "yes", settings.appendonly),
             ("appendfsync", "always", settings.appendfsync),
+            (
+                "no-appendfsync-on-rewrite",
+                "no",
+                settings.no_appendfsync_on_rewrite,
+            ),
         ] {
             if found != wanted {
                 return Err(StoreError::RedisNotDurable {
