@@ -274,6 +274,35 @@ fn read_options(max_bytes: Option<u32>) -> xml::ReadOptions<'static> {
     }
 }
 
+fn core_expected(e: m::ExpectedOrder) -> notify::ExpectedOrder {
+    notify::ExpectedOrder {
+        out_trade_no: e.out_trade_no,
+        total_fee: e.total_fee,
+        fee_type: e.fee_type,
+        sign_type: e.sign_type.map(Into::into),
+    }
+}
+
+/// A notice handed back by the caller; `fields` is not part of the WIT
+/// notice, and nothing that checks a notice reads it.
+fn core_notice(n: m::PaymentNotice) -> notify::PaymentNotice {
+    notify::PaymentNotice {
+        out_trade_no: n.out_trade_no,
+        transaction_id: n.transaction_id,
+        total_fee: n.total_fee,
+        fee_type: n.fee_type,
+        paid: n.paid,
+        err_code: n.err_code,
+        openid: n.openid,
+        trade_type: n.trade_type,
+        bank_type: n.bank_type,
+        time_end: n.time_end,
+        attach: n.attach,
+        cash_fee: n.cash_fee,
+        fields: params::Params::new(),
+    }
+}
+
 fn signed(r: request::SignedRequest) -> m::SignedRequest {
     m::SignedRequest {
         path: r.path,
@@ -456,12 +485,7 @@ impl m::GuestMerchant for MerchantResource {
         body: Vec<u8>,
         expected: Option<m::ExpectedOrder>,
     ) -> Result<m::PaymentNotice, t::Error> {
-        let expected = expected.map(|e| notify::ExpectedOrder {
-            out_trade_no: e.out_trade_no,
-            total_fee: e.total_fee,
-            fee_type: e.fee_type,
-            sign_type: e.sign_type.map(Into::into),
-        });
+        let expected = expected.map(core_expected);
         let n = self
             .0
             .verify_payment_notification(&body, expected.as_ref())?;
@@ -479,6 +503,16 @@ impl m::GuestMerchant for MerchantResource {
             attach: n.attach,
             cash_fee: n.cash_fee,
         })
+    }
+
+    fn check_payment_notice(
+        &self,
+        notice: m::PaymentNotice,
+        expected: m::ExpectedOrder,
+    ) -> Result<(), t::Error> {
+        Ok(self
+            .0
+            .check_payment_notice(&core_notice(notice), &core_expected(expected))?)
     }
 
     fn verify_refund_notification(

@@ -83,12 +83,15 @@ pub fn canonicalize(data: &[u8]) {
 }
 
 /// Verifies any body as a payment notification, with both algorithms, and
-/// checks that a re-signed copy of any accepted field set verifies.
+/// checks that a re-signed copy of any accepted field set verifies, and
+/// that checking an accepted notice against an order decides as verifying
+/// with that order does.
 pub fn verify_payment_notification(data: &[u8]) {
     for sign_type in [SignType::Md5, SignType::HmacSha256] {
         let m = merchant(sign_type);
         if let Ok(notice) = m.verify_payment_notification(data, None) {
             assert!(!notice.out_trade_no.is_empty());
+            check_later_decides_alike(&m, data, &notice);
         }
         if let Ok(mut params) = xml::parse(data) {
             let sign = m.sign(&params, sign_type);
@@ -100,6 +103,26 @@ pub fn verify_payment_notification(data: &[u8]) {
         }
     }
     let _ = notify::nack(&String::from_utf8_lossy(data));
+}
+
+fn check_later_decides_alike(m: &Merchant, data: &[u8], notice: &notify::PaymentNotice) {
+    let own = notify::ExpectedOrder {
+        out_trade_no: notice.out_trade_no.clone(),
+        total_fee: notice.total_fee,
+        fee_type: Some(notice.fee_type.clone()),
+        sign_type: None,
+    };
+    let other_amount = notify::ExpectedOrder {
+        total_fee: notice.total_fee.wrapping_add(1),
+        ..own.clone()
+    };
+    for order in [own, other_amount] {
+        assert_eq!(
+            m.check_payment_notice(notice, &order),
+            m.verify_payment_notification(data, Some(&order)).map(drop),
+            "checking later must decide as verifying with the order"
+        );
+    }
 }
 
 /// Decrypts any text as `req_info`, and any body as a refund notification.

@@ -105,6 +105,30 @@ impl Merchant {
     }
 }
 
+impl Merchant {
+    /// Checks a notice verified without `expected`, so with this
+    /// merchant's algorithm, against the order it names: refused when the
+    /// order was placed with the other algorithm (the notice must then be
+    /// verified again with it), then exactly the check
+    /// [`Merchant::verify_payment_notification`] makes with `expected`.
+    pub fn check_payment_notice(
+        &self,
+        notice: &PaymentNotice,
+        expected: &ExpectedOrder,
+    ) -> Result<()> {
+        let verified_with = self.config.sign_type;
+        let order_signs_with = expected.sign_type.unwrap_or(verified_with);
+        if order_signs_with != verified_with {
+            return Err(Error::SignTypeMismatch(Mismatch {
+                field: "sign_type".into(),
+                expected: order_signs_with.as_str().into(),
+                found: verified_with.as_str().into(),
+            }));
+        }
+        check_expected(notice, expected)
+    }
+}
+
 /// A `sign_type` in the message must name the algorithm we verify with.
 pub(crate) fn check_declared_sign_type(params: &Params, expected: SignType) -> Result<()> {
     match non_empty(params, "sign_type") {

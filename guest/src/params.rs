@@ -35,6 +35,12 @@ where
 /// Inserts a field that must not be present yet.
 pub fn insert_new(params: &mut Params, name: String, value: String) -> Result<()> {
     check_field_name(&name)?;
+    insert_unique(params, name, value)
+}
+
+/// Inserts a field whose name [`check_field_name`] has already accepted;
+/// refuses it if present.
+pub(crate) fn insert_unique(params: &mut Params, name: String, value: String) -> Result<()> {
     match params.entry(name) {
         Entry::Vacant(slot) => {
             slot.insert(value);

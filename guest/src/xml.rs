@@ -298,8 +298,9 @@ impl<'a> FlatReader<'a> {
         }
     }
 
+    /// Inserts a field whose name [`Self::open`] checked.
     fn insert(&mut self, name: String, value: String) -> Result<()> {
-        params::insert_new(&mut self.fields, name, value)
+        params::insert_unique(&mut self.fields, name, value)
     }
 
     fn text(&mut self, text: &str) -> Result<()> {

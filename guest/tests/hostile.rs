@@ -291,6 +291,61 @@ fn the_message_cannot_choose_its_algorithm() {
     );
 }
 
+/// Verifying without the order and then checking the notice against it
+/// decides exactly as verifying with the order does, for every way the
+/// order can differ; and an order placed with the other algorithm is
+/// never settled by a notice verified with the merchant's.
+#[test]
+fn checking_a_verified_notice_later_decides_as_verifying_with_the_order() {
+    let m = merchant(SignType::Md5);
+    let body = signed_notification(PAID, SignType::Md5, KEY);
+    let notice = m.verify_payment_notification(&body, None).expect("genuine");
+    let orders = [
+        expected(),
+        ExpectedOrder {
+            total_fee: 99,
+            ..expected()
+        },
+        ExpectedOrder {
+            out_trade_no: "WX0002".into(),
+            ..expected()
+        },
+        ExpectedOrder {
+            fee_type: Some("USD".into()),
+            ..expected()
+        },
+        ExpectedOrder {
+            sign_type: Some(SignType::Md5),
+            ..expected()
+        },
+    ];
+    for order in &orders {
+        assert_eq!(
+            m.check_payment_notice(&notice, order),
+            m.verify_payment_notification(&body, Some(order)).map(drop),
+            "{order:?}"
+        );
+    }
+    assert!(m.check_payment_notice(&notice, &orders[0]).is_ok());
+    assert!(matches!(
+        m.check_payment_notice(&notice, &orders[1]),
+        Err(Error::AmountMismatch(_))
+    ));
+
+    let hmac_order = ExpectedOrder {
+        sign_type: Some(SignType::HmacSha256),
+        ..expected()
+    };
+    assert!(matches!(
+        m.check_payment_notice(&notice, &hmac_order),
+        Err(Error::SignTypeMismatch(x)) if x.expected == "HMAC-SHA256" && x.found == "MD5"
+    ));
+    assert!(
+        m.verify_payment_notification(&body, Some(&hmac_order))
+            .is_err()
+    );
+}
+
 #[test]
 fn return_code_fail_is_reported_not_trusted() {
     let m = merchant(SignType::Md5);

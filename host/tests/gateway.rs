@@ -9,6 +9,7 @@
 use std::time::Duration;
 
 use wxpay::gateway::{RefundRequestInput, now_ms};
+use wxpay::sandbox::bindings::types::SignType;
 use wxpay::store::{NotificationKind, OrderState, RefundState, Verdict};
 
 #[path = "support/fixture.rs"]
@@ -341,6 +342,68 @@ async fn forged_notifications_are_refused_audited_and_change_nothing() {
     let (_, reply) = f.post_notification("/notify/pay", genuine).await;
     assert_eq!(reply, ACK);
     assert_eq!(f.order(&no).await.state, OrderState::Paid);
+}
+
+/// The merchant signs with MD5 now, but an order placed earlier with
+/// HMAC-SHA256 keeps it: a notification for that order signed with MD5
+/// verifies under the merchant's algorithm and must still be refused. The
+/// order's own algorithm settles it; an MD5 order settles with MD5.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_is_verified_with_the_algorithm_its_order_was_placed_with() {
+    let f = Fixture::start(Options {
+        sign_type: "MD5",
+        ..Options::default()
+    })
+    .await;
+    let md5_no = f.create("tea", "md5-order").await;
+    let md5_order = f.order(&md5_no).await;
+    assert_eq!(md5_order.sign_type, wxpay_guest::SignType::Md5);
+    let hmac_order = wxpay::store::Order {
+        out_trade_no: format!("{md5_no}H"),
+        sign_type: wxpay_guest::SignType::HmacSha256,
+        idempotency_key: None,
+        agent_id: None,
+        ..md5_order.clone()
+    };
+    let store = std::sync::Arc::clone(f.gateway.store());
+    let inserted = hmac_order.clone();
+    let written = tokio::task::spawn_blocking(move || store.insert_order(&inserted))
+        .await
+        .expect("join")
+        .expect("insert");
+    assert!(matches!(written, wxpay::store::Inserted::New));
+    let hmac_no = hmac_order.out_trade_no.as_str();
+    let fee = hmac_order.total_fee;
+    let notify = |algorithm, no: &str, txid: &str| {
+        payment_notification_signed_with(algorithm, no, fee, txid)
+    };
+
+    let downgraded = notify(SignType::Md5, hmac_no, "4200000000000000000000000071");
+    let (status, reply) = f.post_notification("/notify/pay", downgraded).await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("FAIL"), "{reply}");
+    assert_eq!(f.order(hmac_no).await.state, OrderState::Pending);
+
+    let genuine = notify(
+        SignType::HmacSha256,
+        hmac_no,
+        "4200000000000000000000000072",
+    );
+    let (_, reply) = f.post_notification("/notify/pay", genuine).await;
+    assert_eq!(reply, ACK);
+    assert_eq!(f.order(hmac_no).await.state, OrderState::Paid);
+
+    let hmac_for_md5 = notify(
+        SignType::HmacSha256,
+        &md5_no,
+        "4200000000000000000000000073",
+    );
+    let (_, reply) = f.post_notification("/notify/pay", hmac_for_md5).await;
+    assert!(reply.contains("FAIL"), "{reply}");
+    let md5_for_md5 = notify(SignType::Md5, &md5_no, "4200000000000000000000000074");
+    let (_, reply) = f.post_notification("/notify/pay", md5_for_md5).await;
+    assert_eq!(reply, ACK);
+    assert_eq!(f.order(&md5_no).await.state, OrderState::Paid);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

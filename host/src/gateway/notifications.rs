@@ -63,27 +63,45 @@ fn expected_refund(refund: &Refund) -> ExpectedRefund {
 
 impl Gateway {
     /// Handles a payment notification body.
+    ///
+    /// Most notifications are verified with one parse: first with the
+    /// merchant's algorithm and no order, then, once the order the notice
+    /// names is read, the notice is checked against it in the component.
+    /// A body that fails that first verification goes the general way —
+    /// read its order number, read the order, verify against it — as does
+    /// one whose order was placed with the other algorithm; so every
+    /// refusal comes from the same checks either way.
     pub async fn payment_notification(&self, body: Vec<u8>) -> Result<NotifyReply, Error> {
         let kind = NotificationKind::Payment;
-        let limit = self.body_limit();
-        let read = self.sign(|s| s.instance.read_field(&body, "out_trade_no", Some(limit)));
-        let no = match read {
-            Ok(Some(no)) => no,
-            Ok(None) => {
-                return self
-                    .reject(
-                        kind,
-                        body,
-                        None,
-                        "no_order_number",
-                        "no out_trade_no".into(),
-                    )
-                    .await;
-            }
-            Err(e) => {
-                return self
-                    .reject(kind, body, None, "malformed", format!("malformed: {e}"))
-                    .await;
+        let verified = self
+            .sign(|s| {
+                s.instance
+                    .verify_payment_notification(&s.merchant, &body, None)
+            })
+            .ok();
+        let no = match &verified {
+            Some(notice) => notice.out_trade_no.clone(),
+            None => {
+                let limit = self.body_limit();
+                match self.sign(|s| s.instance.read_field(&body, "out_trade_no", Some(limit))) {
+                    Ok(Some(no)) => no,
+                    Ok(None) => {
+                        return self
+                            .reject(
+                                kind,
+                                body,
+                                None,
+                                "no_order_number",
+                                "no out_trade_no".into(),
+                            )
+                            .await;
+                    }
+                    Err(e) => {
+                        return self
+                            .reject(kind, body, None, "malformed", format!("malformed: {e}"))
+                            .await;
+                    }
+                }
             }
         };
         tracing::Span::current().record("payment_id", no.as_str());
@@ -99,11 +117,23 @@ impl Gateway {
                 .await;
         };
         let expected = expected_order(&order);
-        let verified = self.sign(|s| {
-            s.instance
-                .verify_payment_notification(&s.merchant, &body, Some(&expected))
-        });
-        let notice = match verified {
+        let merchant_algorithm = self.signers.settings().sign_type;
+        let checked = match verified {
+            Some(notice)
+                if expected.sign_type.unwrap_or(merchant_algorithm) == merchant_algorithm =>
+            {
+                self.sign(|s| {
+                    s.instance
+                        .check_payment_notice(&s.merchant, &notice, &expected)
+                })
+                .map(|()| notice)
+            }
+            _ => self.sign(|s| {
+                s.instance
+                    .verify_payment_notification(&s.merchant, &body, Some(&expected))
+            }),
+        };
+        let notice = match checked {
             Ok(notice) => notice,
             Err(e) => {
                 let label = rejection_reason(&e);

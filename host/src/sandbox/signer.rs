@@ -416,6 +416,20 @@ impl SignerInstance {
         })
     }
 
+    /// `merchant.check-payment-notice`.
+    pub fn check_payment_notice(
+        &mut self,
+        m: &MerchantHandle,
+        notice: &PaymentNotice,
+        expected: &ExpectedOrder,
+    ) -> Result<(), Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_check_payment_notice(s, m.0, notice, expected)
+        })
+    }
+
     /// `merchant.verify-refund-notification`.
     pub fn verify_refund_notification(
         &mut self,

@@ -385,6 +385,51 @@ cache_dir = {cache:?}
     }
 }
 
+/// A genuine payment notification for `no`, signed with the key by
+/// `algorithm`, without a `sign_type` field (WeChat may leave it out).
+pub fn payment_notification_signed_with(
+    algorithm: SignType,
+    no: &str,
+    total_fee: u64,
+    transaction_id: &str,
+) -> Vec<u8> {
+    let mut signer = sandbox().instantiate().expect("instance");
+    let settings = MerchantSettings {
+        appid: APPID.into(),
+        mch_id: MCH_ID.into(),
+        sign_type: algorithm,
+        sub_appid: None,
+        sub_mch_id: None,
+        sandbox: false,
+    };
+    let merchant = signer
+        .merchant(&settings, &support::key(KEY))
+        .expect("merchant");
+    let fee = total_fee.to_string();
+    let mut fields: Vec<(String, String)> = [
+        ("appid", APPID),
+        ("mch_id", MCH_ID),
+        ("nonce_str", "n0123456789"),
+        ("result_code", "SUCCESS"),
+        ("return_code", "SUCCESS"),
+        ("openid", "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"),
+        ("trade_type", "NATIVE"),
+        ("fee_type", "CNY"),
+        ("total_fee", fee.as_str()),
+        ("transaction_id", transaction_id),
+        ("out_trade_no", no),
+        ("time_end", "20260101120000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let sign = signer
+        .sign(&merchant, &fields, Some(algorithm))
+        .expect("sign");
+    fields.push(("sign".to_owned(), sign));
+    signer.write_xml(&fields).expect("xml").into_bytes()
+}
+
 /// A genuine payment notification for `no`, signed with the key.
 pub fn payment_notification(no: &str, total_fee: u64, transaction_id: &str) -> Vec<u8> {
     let mut signer = sandbox().instantiate().expect("instance");
