@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use wxpay::config::GatewayConfig;
 use wxpay::gateway::{Gateway, OrderRequest};
-use wxpay::sandbox::Sandbox;
 use wxpay::sandbox::bindings::types::SignType;
 use wxpay::sandbox::signer::MerchantSettings;
+use wxpay::sandbox::{MerchantHandle, Sandbox, SignerInstance};
 use wxpay::simulator::Simulator;
 use wxpay::simulator::config::SimulatorConfig;
 use wxpay::store::OrderState;
@@ -385,14 +385,8 @@ cache_dir = {cache:?}
     }
 }
 
-/// A genuine payment notification for `no`, signed with the key by
-/// `algorithm`, without a `sign_type` field (WeChat may leave it out).
-pub fn payment_notification_signed_with(
-    algorithm: SignType,
-    no: &str,
-    total_fee: u64,
-    transaction_id: &str,
-) -> Vec<u8> {
+/// An instance holding the test merchant, signing with `algorithm`.
+fn merchant_signing_with(algorithm: SignType) -> (SignerInstance, MerchantHandle) {
     let mut signer = sandbox().instantiate().expect("instance");
     let settings = MerchantSettings {
         appid: APPID.into(),
@@ -405,6 +399,18 @@ pub fn payment_notification_signed_with(
     let merchant = signer
         .merchant(&settings, &support::key(KEY))
         .expect("merchant");
+    (signer, merchant)
+}
+
+/// A genuine payment notification for `no`, signed with the key by
+/// `algorithm`, without a `sign_type` field (WeChat may leave it out).
+pub fn payment_notification_signed_with(
+    algorithm: SignType,
+    no: &str,
+    total_fee: u64,
+    transaction_id: &str,
+) -> Vec<u8> {
+    let (mut signer, merchant) = merchant_signing_with(algorithm);
     let fee = total_fee.to_string();
     let mut fields: Vec<(String, String)> = [
         ("appid", APPID),
@@ -432,18 +438,7 @@ pub fn payment_notification_signed_with(
 
 /// A genuine payment notification for `no`, signed with the key.
 pub fn payment_notification(no: &str, total_fee: u64, transaction_id: &str) -> Vec<u8> {
-    let mut signer = sandbox().instantiate().expect("instance");
-    let settings = MerchantSettings {
-        appid: APPID.into(),
-        mch_id: MCH_ID.into(),
-        sign_type: SignType::HmacSha256,
-        sub_appid: None,
-        sub_mch_id: None,
-        sandbox: false,
-    };
-    let merchant = signer
-        .merchant(&settings, &support::key(KEY))
-        .expect("merchant");
+    let (mut signer, merchant) = merchant_signing_with(SignType::HmacSha256);
     wxpay::bench::payment_notification(&mut signer, &merchant, no, total_fee, transaction_id)
         .expect("notification")
 }
