@@ -375,7 +375,7 @@ async fn a_notification_is_verified_with_the_algorithm_its_order_was_placed_with
     let hmac_no = hmac_order.out_trade_no.as_str();
     let fee = hmac_order.total_fee;
     let notify = |algorithm, no: &str, txid: &str| {
-        payment_notification_signed_with(algorithm, no, fee, txid)
+        payment_notification_signed_with(algorithm, no, fee, txid, "")
     };
 
     let downgraded = notify(SignType::Md5, hmac_no, "4200000000000000000000000071");
@@ -404,6 +404,47 @@ async fn a_notification_is_verified_with_the_algorithm_its_order_was_placed_with
     let (_, reply) = f.post_notification("/notify/pay", md5_for_md5).await;
     assert_eq!(reply, ACK);
     assert_eq!(f.order(&md5_no).await.state, OrderState::Paid);
+}
+
+/// A genuine notification over the configured body cap is refused even
+/// when it reaches the gateway by another way than the HTTP server (which
+/// refuses it unread): the cap holds on every path to verification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_over_the_body_cap_is_refused_on_every_path() {
+    let f = Fixture::start(Options {
+        max_body_bytes: 1024,
+        ..Options::default()
+    })
+    .await;
+    let no = f.create("tea", "capped").await;
+    let fee = f.order(&no).await.total_fee;
+    let long = payment_notification_signed_with(
+        SignType::HmacSha256,
+        &no,
+        fee,
+        "4200000000000000000000000081",
+        &"a".repeat(600),
+    );
+    assert!(long.len() > 1024, "{} bytes", long.len());
+    let reply = f.gateway.payment_notification(long).await.expect("handled");
+    assert!(!reply.acknowledged);
+    assert_eq!(reply.reason, "malformed");
+    assert_eq!(f.order(&no).await.state, OrderState::Pending);
+
+    let short = payment_notification_signed_with(
+        SignType::HmacSha256,
+        &no,
+        fee,
+        "4200000000000000000000000082",
+        "",
+    );
+    assert!(short.len() <= 1024, "{} bytes", short.len());
+    let reply = f
+        .gateway
+        .payment_notification(short)
+        .await
+        .expect("handled");
+    assert!(reply.acknowledged, "{reply:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,16 +73,20 @@ impl Gateway {
     /// refusal comes from the same checks either way.
     pub async fn payment_notification(&self, body: Vec<u8>) -> Result<NotifyReply, Error> {
         let kind = NotificationKind::Payment;
-        let verified = self
-            .sign(|s| {
-                s.instance
-                    .verify_payment_notification(&s.merchant, &body, None)
+        let limit = self.body_limit();
+        let within_limit = u32::try_from(body.len()).is_ok_and(|len| len <= limit);
+        let verified = within_limit
+            .then(|| {
+                self.sign(|s| {
+                    s.instance
+                        .verify_payment_notification(&s.merchant, &body, None)
+                })
+                .ok()
             })
-            .ok();
+            .flatten();
         let no = match &verified {
             Some(notice) => notice.out_trade_no.clone(),
             None => {
-                let limit = self.body_limit();
                 match self.sign(|s| s.instance.read_field(&body, "out_trade_no", Some(limit))) {
                     Ok(Some(no)) => no,
                     Ok(None) => {

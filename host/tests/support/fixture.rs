@@ -64,6 +64,7 @@ pub struct Options {
     pub client_cert: bool,
     pub pkcs12: bool,
     pub sandbox_key_ttl_secs: u64,
+    pub max_body_bytes: usize,
 }
 
 impl Default for Options {
@@ -76,6 +77,7 @@ impl Default for Options {
             client_cert: true,
             pkcs12: false,
             sandbox_key_ttl_secs: 3600,
+            max_body_bytes: 65536,
         }
     }
 }
@@ -236,6 +238,7 @@ retry_base_ms = 10
 [server]
 listen = "{notify}"
 public_url = "http://{notify}"
+max_body_bytes = {max_body}
 
 [store]
 sqlite = {db:?}
@@ -249,6 +252,7 @@ cache_dir = {cache:?}
             sign_type = options.sign_type,
             sandbox = options.sandbox,
             ttl = options.sandbox_key_ttl_secs,
+            max_body = options.max_body_bytes,
             key = key.path().display().to_string(),
             db = db.display().to_string(),
             cache = dir.path().join("cache").display().to_string(),
@@ -403,12 +407,14 @@ fn merchant_signing_with(algorithm: SignType) -> (SignerInstance, MerchantHandle
 }
 
 /// A genuine payment notification for `no`, signed with the key by
-/// `algorithm`, without a `sign_type` field (WeChat may leave it out).
+/// `algorithm`, without a `sign_type` field (WeChat may leave it out);
+/// an empty `attach` is left out of the signature, as WeChat does.
 pub fn payment_notification_signed_with(
     algorithm: SignType,
     no: &str,
     total_fee: u64,
     transaction_id: &str,
+    attach: &str,
 ) -> Vec<u8> {
     let (mut signer, merchant) = merchant_signing_with(algorithm);
     let fee = total_fee.to_string();
@@ -425,6 +431,7 @@ pub fn payment_notification_signed_with(
         ("transaction_id", transaction_id),
         ("out_trade_no", no),
         ("time_end", "20260101120000"),
+        ("attach", attach),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
