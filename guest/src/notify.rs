@@ -103,9 +103,7 @@ impl Merchant {
         }
         Ok(notice)
     }
-}
 
-impl Merchant {
     /// Checks a notice verified without `expected`, so with this
     /// merchant's algorithm, against the order it names: refused when the
     /// order was placed with the other algorithm (the notice must then be
