@@ -125,24 +125,38 @@ impl Drop for Checkpointer {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::File;
+    use std::io::Read;
+    use std::path::Path;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
 
     use rusqlite::Connection;
 
     use super::super::BUSY_TIMEOUT;
     use super::Checkpointer;
 
-    const COMMITS: usize = 2_000;
     const ROW_BYTES: usize = 100;
-    /// A page of 4,096 bytes and its frame header.
-    const FRAME_BYTES: u64 = 4_096 + 24;
+
+    /// How many times the WAL at `wal` has been started over: the
+    /// checkpoint sequence number in its header, which each restart of the
+    /// log increments. Zero while the file is missing or has no header yet.
+    fn times_started_over(wal: &Path) -> u32 {
+        let mut header = [0u8; 16];
+        match File::open(wal).and_then(|mut file| file.read_exact(&mut header)) {
+            Ok(()) => u32::from_be_bytes([header[12], header[13], header[14], header[15]]),
+            Err(_) => 0,
+        }
+    }
 
     /// Commits without pause while another connection reads without pause,
-    /// as callbacks do; returns the WAL file's size at the end.
-    fn sustained_load(restart_past: u64) -> u64 {
+    /// as callbacks do, until the WAL has been started over `restarts`
+    /// times or `deadline` has passed; returns how many times it was.
+    fn sustained_load(restart_past: u64, restarts: u32, deadline: Duration) -> u32 {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("wal.db");
+        let wal = dir.path().join("wal.db-wal");
         let writer = Connection::open(&path).expect("open");
         writer.busy_timeout(BUSY_TIMEOUT).expect("busy timeout");
         let mode: String = writer
@@ -169,31 +183,33 @@ mod tests {
                 }
             })
         };
-        for _ in 0..COMMITS {
+        let give_up = Instant::now() + deadline;
+        while times_started_over(&wal) < restarts && Instant::now() < give_up {
             writer
                 .execute(
                     "INSERT INTO t (x) VALUES (zeroblob(?1))",
                     [ROW_BYTES as i64],
                 )
                 .expect("insert");
-            std::thread::sleep(std::time::Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(1));
         }
         done.store(true, Ordering::Relaxed);
         reading.join().expect("reader thread");
-        let wal = std::fs::metadata(dir.path().join("wal.db-wal")).map_or(0, |m| m.len());
+        let started_over = times_started_over(&wal);
         drop(checkpointer);
-        wal
+        started_over
     }
 
     #[test]
     fn the_wal_is_started_over_once_past_its_limit_under_sustained_load() {
-        // Every commit writes at least the page it changed, so a WAL never
-        // started over ends at least this large.
-        let never_started_over = COMMITS as u64 * FRAME_BYTES;
-        let wal = sustained_load(64);
+        // A round every 250 ms restarts a WAL past 64 frames, so three
+        // restarts take about a second; the minute is for a starved machine.
+        // Without the restart checkpoints the WAL is never started over
+        // under this load.
+        let started_over = sustained_load(64, 3, Duration::from_secs(60));
         assert!(
-            wal < never_started_over / 3,
-            "the WAL is {wal} bytes; never started over it would be {never_started_over}"
+            started_over >= 3,
+            "the WAL was started over {started_over} times in a minute of sustained load"
         );
     }
 }
