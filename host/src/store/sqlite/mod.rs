@@ -319,10 +319,24 @@ fn stable_plans(conn: &Connection) -> StoreResult<()> {
 }
 
 /// A JSON array of state names, for `state IN (SELECT value FROM json_each(?))`:
-/// one static statement whatever the number of states.
+/// one static statement whatever the number of states, and the planner can
+/// still walk a `(state, ...)` index with it. For scans over many rows.
 fn state_set<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     let quoted: Vec<String> = names.into_iter().map(|n| format!("\"{n}\"")).collect();
     format!("[{}]", quoted.join(","))
+}
+
+/// State names as `,a,b,`, for `instr(?, ',' || state || ',') > 0` on a row
+/// already found by its key. Names are fixed identifiers without commas, so a
+/// match is a whole name. `json_each` there would build a temporary table on
+/// every execution: about 5.5 µs of a 12 µs compare-and-set (measured), on the
+/// path every notification takes.
+fn state_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().fold(String::from(","), |mut list, name| {
+        list.push_str(name);
+        list.push(',');
+        list
+    })
 }
 
 fn select_order(conn: &Connection, out_trade_no: &str) -> StoreResult<Option<Order>> {
@@ -406,7 +420,7 @@ fn cas_order(
                 transaction_id = COALESCE(?6, transaction_id),
                 paid_at_ms = COALESCE(?7, paid_at_ms)
              WHERE out_trade_no = ?1 AND state != ?2
-               AND state IN (SELECT value FROM json_each(?8))",
+               AND instr(?8, ',' || state || ',') > 0",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -417,7 +431,7 @@ fn cas_order(
                 patch.code_url,
                 patch.transaction_id,
                 patch.paid_at_ms,
-                state_set(from.iter().map(|s| s.as_str())),
+                state_list(from.iter().map(|s| s.as_str())),
             ])
         })
         .ctx("transition order")?;
@@ -442,7 +456,7 @@ fn cas_refund(
             "UPDATE refunds SET state = ?2, updated_at_ms = ?3, version = version + 1,
                 refund_id = COALESCE(?4, refund_id)
              WHERE out_refund_no = ?1 AND state != ?2
-               AND state IN (SELECT value FROM json_each(?5))",
+               AND instr(?5, ',' || state || ',') > 0",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -450,7 +464,7 @@ fn cas_refund(
                 to.as_str(),
                 at_ms,
                 patch.refund_id,
-                state_set(from.iter().map(|s| s.as_str())),
+                state_list(from.iter().map(|s| s.as_str())),
             ])
         })
         .ctx("transition refund")?;
@@ -480,10 +494,10 @@ fn refunded_total_in(conn: &Connection, out_trade_no: &str) -> StoreResult<u64> 
     let total: i64 = conn
         .prepare_cached(
             "SELECT COALESCE(SUM(refund_fee), 0) FROM refunds
-             WHERE out_trade_no = ?1 AND state IN (SELECT value FROM json_each(?2))",
+             WHERE out_trade_no = ?1 AND instr(?2, ',' || state || ',') > 0",
         )
         .and_then(|mut stmt| {
-            stmt.query_row(params![out_trade_no, state_set(counting)], |r| r.get(0))
+            stmt.query_row(params![out_trade_no, state_list(counting)], |r| r.get(0))
         })
         .ctx("sum refunds")?;
     rows::from_sql_int(total, "refunds total")
@@ -583,13 +597,13 @@ fn settled_state(conn: &Connection, order: &Order) -> StoreResult<Option<OrderSt
     let count = |states: &[RefundState]| -> StoreResult<i64> {
         conn.prepare_cached(
             "SELECT COUNT(*) FROM refunds
-             WHERE out_trade_no = ?1 AND state IN (SELECT value FROM json_each(?2))",
+             WHERE out_trade_no = ?1 AND instr(?2, ',' || state || ',') > 0",
         )
         .and_then(|mut stmt| {
             stmt.query_row(
                 params![
                     order.out_trade_no,
-                    state_set(states.iter().map(|s| s.as_str()))
+                    state_list(states.iter().map(|s| s.as_str()))
                 ],
                 |r| r.get(0),
             )
