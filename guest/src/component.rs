@@ -303,6 +303,31 @@ fn core_notice(n: m::PaymentNotice) -> notify::PaymentNotice {
     }
 }
 
+fn core_expected_refund(e: m::ExpectedRefund) -> refund_notify::ExpectedRefund {
+    refund_notify::ExpectedRefund {
+        out_trade_no: e.out_trade_no,
+        out_refund_no: e.out_refund_no,
+        refund_fee: e.refund_fee,
+    }
+}
+
+/// A refund notice handed back by the caller; like [`core_notice`], its
+/// `fields` are left out, since nothing that checks a notice reads them.
+fn core_refund_notice(n: m::RefundNotice) -> refund_notify::RefundNotice {
+    refund_notify::RefundNotice {
+        out_trade_no: n.out_trade_no,
+        transaction_id: n.transaction_id,
+        out_refund_no: n.out_refund_no,
+        refund_id: n.refund_id,
+        total_fee: n.total_fee,
+        refund_fee: n.refund_fee,
+        refund_status: n.refund_status,
+        success_time: n.success_time,
+        settlement_refund_fee: n.settlement_refund_fee,
+        fields: params::Params::new(),
+    }
+}
+
 fn signed(r: request::SignedRequest) -> m::SignedRequest {
     m::SignedRequest {
         path: r.path,
@@ -520,11 +545,7 @@ impl m::GuestMerchant for MerchantResource {
         body: Vec<u8>,
         expected: Option<m::ExpectedRefund>,
     ) -> Result<m::RefundNotice, t::Error> {
-        let expected = expected.map(|e| refund_notify::ExpectedRefund {
-            out_trade_no: e.out_trade_no,
-            out_refund_no: e.out_refund_no,
-            refund_fee: e.refund_fee,
-        });
+        let expected = expected.map(core_expected_refund);
         let n = self
             .0
             .verify_refund_notification(&body, expected.as_ref())?;
@@ -540,6 +561,16 @@ impl m::GuestMerchant for MerchantResource {
             settlement_refund_fee: n.settlement_refund_fee,
             fields: params::into_pairs(n.fields),
         })
+    }
+
+    fn check_refund_notice(
+        &self,
+        notice: m::RefundNotice,
+        expected: m::ExpectedRefund,
+    ) -> Result<(), t::Error> {
+        Ok(self
+            .0
+            .check_refund_notice(&core_refund_notice(notice), &core_expected_refund(expected))?)
     }
 
     fn jsapi_params(

@@ -128,13 +128,38 @@ fn check_later_decides_alike(m: &Merchant, data: &[u8], notice: &notify::Payment
 /// Decrypts any text as `req_info`, and any body as a refund notification.
 pub fn decrypt_refund(data: &[u8]) {
     let m = merchant(SignType::Md5);
-    let _ = m.verify_refund_notification(data, None);
+    if let Ok(notice) = m.verify_refund_notification(data, None) {
+        refund_check_later_decides_alike(&m, data, &notice);
+    }
     let text = String::from_utf8_lossy(data);
     if let Ok(plain) = refund_notify::decrypt_req_info(&text, m.key()) {
         let again = refund_notify::encrypt_req_info(&plain, m.key());
         assert_eq!(
             refund_notify::decrypt_req_info(&again, m.key()).ok(),
             Some(plain)
+        );
+    }
+}
+
+fn refund_check_later_decides_alike(
+    m: &Merchant,
+    data: &[u8],
+    notice: &refund_notify::RefundNotice,
+) {
+    let own = refund_notify::ExpectedRefund {
+        out_trade_no: notice.out_trade_no.clone(),
+        out_refund_no: notice.out_refund_no.clone(),
+        refund_fee: notice.refund_fee,
+    };
+    let other_amount = refund_notify::ExpectedRefund {
+        refund_fee: notice.refund_fee.wrapping_add(1),
+        ..own.clone()
+    };
+    for refund in [own, other_amount] {
+        assert_eq!(
+            m.check_refund_notice(notice, &refund),
+            m.verify_refund_notification(data, Some(&refund)).map(drop),
+            "checking later must decide as decrypting with the refund"
         );
     }
 }

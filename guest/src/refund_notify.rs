@@ -83,6 +83,18 @@ impl Merchant {
         }
         Ok(notice)
     }
+
+    /// Checks a notice decrypted without `expected` against the refund it
+    /// names: exactly the check [`Merchant::verify_refund_notification`]
+    /// makes with `expected`. Reads no key: decryption already showed the
+    /// notice came from someone who has it.
+    pub fn check_refund_notice(
+        &self,
+        notice: &RefundNotice,
+        expected: &ExpectedRefund,
+    ) -> Result<()> {
+        check_expected_refund(notice, expected)
+    }
 }
 
 impl Merchant {

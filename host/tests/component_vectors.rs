@@ -141,6 +141,17 @@ fn notification_vectors_through_the_component() {
                     out_refund_no: e.out_refund_no.clone(),
                     refund_fee: e.refund_fee,
                 });
+                if let Some(expected) = &expected {
+                    let later = signer
+                        .verify_refund_notification(&merchant, body, None)
+                        .and_then(|notice| signer.check_refund_notice(&merchant, &notice, expected))
+                        .map_err(guest_case);
+                    let at_once = signer
+                        .verify_refund_notification(&merchant, body, Some(expected))
+                        .map(drop)
+                        .map_err(guest_case);
+                    assert_eq!(later, at_once, "{}: checked later", v.id);
+                }
                 signer
                     .verify_refund_notification(&merchant, body, expected.as_ref())
                     .map(|n| (n.fields, vec![]))

@@ -148,11 +148,55 @@ async fn refund_flow(pkcs12: bool) {
         refund_notes.iter().any(|n| n.verdict == Verdict::Accepted),
         "{refund_notes:?}"
     );
+
+    let other_amount = refund_notification(&no, "R-1", 400);
+    let (status, reply) = f.post_notification("/notify/refund", other_amount).await;
+    assert_eq!(status, 200);
+    assert!(reply.contains("FAIL"), "{reply}");
+    let recorded = f.notifications().await;
+    let refused = recorded.last().expect("the refused notification");
+    assert!(
+        matches!(&refused.verdict, Verdict::Rejected(why) if why.contains("refund_fee")),
+        "{refused:?}"
+    );
+    let kept = f.gateway.db(|s| s.refund("R-1")).await.expect("store");
+    assert_eq!(
+        kept.map(|r| (r.state, r.refund_fee)),
+        Some((RefundState::Succeeded, 500))
+    );
+
     let over = f.gateway.refund(&input("R-2", 701), "test").await;
     assert!(
         matches!(over, Err(wxpay::Error::Conflict { .. })),
         "{over:?}"
     );
+}
+
+/// A refund notification for `out_refund_no` of `out_trade_no`, encrypted
+/// with the test merchant's key as WeChat encrypts it.
+fn refund_notification(out_trade_no: &str, out_refund_no: &str, refund_fee: u64) -> Vec<u8> {
+    let merchant = wxpay_guest::Merchant::new(wxpay_guest::MerchantConfig {
+        appid: APPID.into(),
+        mch_id: MCH_ID.into(),
+        api_key: wxpay_guest::ApiKey::new(KEY.into()).expect("key"),
+        sign_type: wxpay_guest::SignType::Md5,
+        sub_appid: None,
+        sub_mch_id: None,
+        sandbox: false,
+    })
+    .expect("merchant");
+    let inner = format!(
+        "<root><out_trade_no>{out_trade_no}</out_trade_no><transaction_id>4200000001</transaction_id>\
+         <out_refund_no>{out_refund_no}</out_refund_no><refund_id>50300000001</refund_id>\
+         <total_fee>1200</total_fee><refund_fee>{refund_fee}</refund_fee>\
+         <refund_status>SUCCESS</refund_status></root>"
+    );
+    let req_info = merchant.encrypt_refund_info(inner.as_bytes());
+    format!(
+        "<xml><return_code>SUCCESS</return_code><appid>{APPID}</appid><mch_id>{MCH_ID}</mch_id>\
+         <nonce_str>n0123456789</nonce_str><req_info>{req_info}</req_info></xml>"
+    )
+    .into_bytes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

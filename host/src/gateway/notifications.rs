@@ -251,7 +251,9 @@ impl Gateway {
         })
     }
 
-    /// Handles a refund notification body.
+    /// Handles a refund notification body: decrypted and parsed once,
+    /// then, once the refund it names is read, checked against it in the
+    /// component (the same check decrypting with `expected` makes).
     pub async fn refund_notification(&self, body: Vec<u8>) -> Result<NotifyReply, Error> {
         let kind = NotificationKind::Refund;
         let first = self.sign(|s| {
@@ -275,10 +277,10 @@ impl Gateway {
         let expected = expected_refund(&refund);
         let checked = self.sign(|s| {
             s.instance
-                .verify_refund_notification(&s.merchant, &body, Some(&expected))
+                .check_refund_notice(&s.merchant, &claimed, &expected)
         });
         let notice = match checked {
-            Ok(notice) => notice,
+            Ok(()) => claimed,
             Err(e) => {
                 let no = Some(refund.out_trade_no);
                 let label = rejection_reason(&e);

@@ -444,6 +444,20 @@ impl SignerInstance {
         })
     }
 
+    /// `merchant.check-refund-notice`.
+    pub fn check_refund_notice(
+        &mut self,
+        m: &MerchantHandle,
+        notice: &RefundNotice,
+        expected: &ExpectedRefund,
+    ) -> Result<(), Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_check_refund_notice(s, m.0, notice, expected)
+        })
+    }
+
     /// `merchant.jsapi-params`.
     pub fn jsapi_params(
         &mut self,
