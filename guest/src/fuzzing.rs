@@ -12,6 +12,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use crate::error::Error;
 use crate::merchant::{Merchant, MerchantConfig};
 use crate::order::{self, OrderIntent, Policy, Product};
 use crate::params::{self, Params};
@@ -83,15 +84,19 @@ pub fn canonicalize(data: &[u8]) {
 }
 
 /// Verifies any body as a payment notification, with both algorithms, and
-/// checks that a re-signed copy of any accepted field set verifies, and
-/// that checking an accepted notice against an order decides as verifying
-/// with that order does.
+/// checks that a re-signed copy of any accepted field set verifies, that
+/// checking an accepted notice against an order decides as verifying with
+/// that order does, and that a body refused without an order is refused
+/// alike with any order that signs with the merchant's algorithm.
 pub fn verify_payment_notification(data: &[u8]) {
     for sign_type in [SignType::Md5, SignType::HmacSha256] {
         let m = merchant(sign_type);
-        if let Ok(notice) = m.verify_payment_notification(data, None) {
-            assert!(!notice.out_trade_no.is_empty());
-            check_later_decides_alike(&m, data, &notice);
+        match m.verify_payment_notification(data, None) {
+            Ok(notice) => {
+                assert!(!notice.out_trade_no.is_empty());
+                check_later_decides_alike(&m, data, &notice);
+            }
+            Err(refusal) => refused_alike_with_an_order(&m, data, sign_type, &refusal),
         }
         if let Ok(mut params) = xml::parse(data) {
             let sign = m.sign(&params, sign_type);
@@ -103,6 +108,24 @@ pub fn verify_payment_notification(data: &[u8]) {
         }
     }
     let _ = notify::nack(&String::from_utf8_lossy(data));
+}
+
+fn refused_alike_with_an_order(m: &Merchant, data: &[u8], sign_type: SignType, refusal: &Error) {
+    for declared in [None, Some(sign_type)] {
+        let order = notify::ExpectedOrder {
+            out_trade_no: "WX0001".into(),
+            total_fee: 1,
+            fee_type: None,
+            sign_type: declared,
+        };
+        assert_eq!(
+            m.verify_payment_notification(data, Some(&order))
+                .err()
+                .as_ref(),
+            Some(refusal),
+            "a refusal without the order must stand with it"
+        );
+    }
 }
 
 fn check_later_decides_alike(m: &Merchant, data: &[u8], notice: &notify::PaymentNotice) {

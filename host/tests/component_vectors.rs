@@ -118,6 +118,22 @@ fn notification_vectors_through_the_component() {
                     fee_type: None,
                     sign_type: None,
                 });
+                if let Err(refusal) = signer.verify_payment_notification(&merchant, body, None) {
+                    let refusal = guest_case(refusal);
+                    for declared in [None, Some(sign_type(&m.sign_type))] {
+                        let order = ExpectedOrder {
+                            out_trade_no: "WX0001".into(),
+                            total_fee: 1,
+                            fee_type: None,
+                            sign_type: declared,
+                        };
+                        let with_order = signer
+                            .verify_payment_notification(&merchant, body, Some(&order))
+                            .map(drop)
+                            .map_err(guest_case);
+                        assert_eq!(with_order, Err(refusal), "{}: refused alike", v.id);
+                    }
+                }
                 signer
                     .verify_payment_notification(&merchant, body, expected.as_ref())
                     .map(|n| {

@@ -67,23 +67,28 @@ impl Gateway {
     /// Most notifications are verified with one parse: first with the
     /// merchant's algorithm and no order, then, once the order the notice
     /// names is read, the notice is checked against it in the component.
-    /// A body that fails that first verification goes the general way —
-    /// read its order number, read the order, verify against it — as does
-    /// one whose order was placed with the other algorithm; so every
+    /// A body that fails that first verification has its order number read
+    /// and its order looked up, so the refusal is recorded against it; when
+    /// that order signs with the merchant's algorithm, verifying again with
+    /// it would run the same checks in the same order up to the one that
+    /// failed, so that refusal stands. An order placed with the other
+    /// algorithm is verified again with it, the general way; so every
     /// refusal comes from the same checks either way.
     pub async fn payment_notification(&self, body: Vec<u8>) -> Result<NotifyReply, Error> {
         let kind = NotificationKind::Payment;
         let limit = self.body_limit();
         let within_limit = u32::try_from(body.len()).is_ok_and(|len| len <= limit);
-        let verified = within_limit
-            .then(|| {
-                self.sign(|s| {
-                    s.instance
-                        .verify_payment_notification(&s.merchant, &body, None)
-                })
-                .ok()
+        let first = within_limit.then(|| {
+            self.sign(|s| {
+                s.instance
+                    .verify_payment_notification(&s.merchant, &body, None)
             })
-            .flatten();
+        });
+        let (verified, refusal) = match first {
+            Some(Ok(notice)) => (Some(notice), None),
+            Some(Err(Error::Guest(refusal))) => (None, Some(refusal)),
+            Some(Err(_)) | None => (None, None),
+        };
         let no = match &verified {
             Some(notice) => notice.out_trade_no.clone(),
             None => {
@@ -122,16 +127,15 @@ impl Gateway {
         };
         let expected = expected_order(&order);
         let merchant_algorithm = self.signers.settings().sign_type;
-        let checked = match verified {
-            Some(notice)
-                if expected.sign_type.unwrap_or(merchant_algorithm) == merchant_algorithm =>
-            {
-                self.sign(|s| {
+        let same_algorithm = expected.sign_type.unwrap_or(merchant_algorithm) == merchant_algorithm;
+        let checked = match (verified, refusal) {
+            (Some(notice), _) if same_algorithm => self
+                .sign(|s| {
                     s.instance
                         .check_payment_notice(&s.merchant, &notice, &expected)
                 })
-                .map(|()| notice)
-            }
+                .map(|()| notice),
+            (None, Some(refusal)) if same_algorithm => Err(Error::Guest(refusal)),
             _ => self.sign(|s| {
                 s.instance
                     .verify_payment_notification(&s.merchant, &body, Some(&expected))
