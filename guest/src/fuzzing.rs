@@ -96,7 +96,7 @@ pub fn verify_payment_notification(data: &[u8]) {
                 assert!(!notice.out_trade_no.is_empty());
                 check_later_decides_alike(&m, data, &notice);
             }
-            Err(refusal) => refused_alike_with_an_order(&m, data, sign_type, &refusal),
+            Err(refusal) => assert_refusal_stands_with_an_order(&m, data, &refusal, "fuzz input"),
         }
         if let Ok(mut params) = xml::parse(data) {
             let sign = m.sign(&params, sign_type);
@@ -110,8 +110,16 @@ pub fn verify_payment_notification(data: &[u8]) {
     let _ = notify::nack(&String::from_utf8_lossy(data));
 }
 
-fn refused_alike_with_an_order(m: &Merchant, data: &[u8], sign_type: SignType, refusal: &Error) {
-    for declared in [None, Some(sign_type)] {
+/// Asserts that `data`, refused when verified without an order, is refused
+/// alike with an order signing with the merchant's algorithm, declared or
+/// not: what lets the payment callback verify a refused body only once.
+pub fn assert_refusal_stands_with_an_order(
+    m: &Merchant,
+    data: &[u8],
+    refusal: &Error,
+    label: &str,
+) {
+    for declared in [None, Some(m.sign_type())] {
         let order = notify::ExpectedOrder {
             out_trade_no: "WX0001".into(),
             total_fee: 1,
@@ -123,7 +131,7 @@ fn refused_alike_with_an_order(m: &Merchant, data: &[u8], sign_type: SignType, r
                 .err()
                 .as_ref(),
             Some(refusal),
-            "a refusal without the order must stand with it"
+            "{label}: a refusal without the order must stand with it"
         );
     }
 }
@@ -152,7 +160,18 @@ fn check_later_decides_alike(m: &Merchant, data: &[u8], notice: &notify::Payment
 pub fn decrypt_refund(data: &[u8]) {
     let m = merchant(SignType::Md5);
     if let Ok(notice) = m.verify_refund_notification(data, None) {
-        refund_check_later_decides_alike(&m, data, &notice);
+        let own = refund_notify::ExpectedRefund {
+            out_trade_no: notice.out_trade_no,
+            out_refund_no: notice.out_refund_no,
+            refund_fee: notice.refund_fee,
+        };
+        let other_amount = refund_notify::ExpectedRefund {
+            refund_fee: own.refund_fee.wrapping_add(1),
+            ..own.clone()
+        };
+        for refund in [own, other_amount] {
+            assert_refund_checked_later_decides_alike(&m, data, &refund, "fuzz input");
+        }
     }
     let text = String::from_utf8_lossy(data);
     if let Ok(plain) = refund_notify::decrypt_req_info(&text, m.key()) {
@@ -164,27 +183,22 @@ pub fn decrypt_refund(data: &[u8]) {
     }
 }
 
-fn refund_check_later_decides_alike(
+/// Asserts that decrypting `data` without a refund and checking the notice
+/// against `expected` afterwards decides as decrypting with it.
+pub fn assert_refund_checked_later_decides_alike(
     m: &Merchant,
     data: &[u8],
-    notice: &refund_notify::RefundNotice,
+    expected: &refund_notify::ExpectedRefund,
+    label: &str,
 ) {
-    let own = refund_notify::ExpectedRefund {
-        out_trade_no: notice.out_trade_no.clone(),
-        out_refund_no: notice.out_refund_no.clone(),
-        refund_fee: notice.refund_fee,
-    };
-    let other_amount = refund_notify::ExpectedRefund {
-        refund_fee: notice.refund_fee.wrapping_add(1),
-        ..own.clone()
-    };
-    for refund in [own, other_amount] {
-        assert_eq!(
-            m.check_refund_notice(notice, &refund),
-            m.verify_refund_notification(data, Some(&refund)).map(drop),
-            "checking later must decide as decrypting with the refund"
-        );
-    }
+    let later = m
+        .verify_refund_notification(data, None)
+        .and_then(|notice| m.check_refund_notice(&notice, expected));
+    let at_once = m.verify_refund_notification(data, Some(expected)).map(drop);
+    assert_eq!(
+        later, at_once,
+        "{label}: checking later must decide as decrypting with the refund"
+    );
 }
 
 /// Validates an intent built from the bytes against a fixed catalog: an
