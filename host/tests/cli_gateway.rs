@@ -758,6 +758,7 @@ fn bench_load_drives_intents_and_notifications_on_sqlite_and_redis() {
         for phase in [
             "intents (agent API)",
             "notifications (first)",
+            "floor (ACK only)",
             "notifications (duplicate)",
         ] {
             let line = report

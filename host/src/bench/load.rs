@@ -18,6 +18,13 @@
 //! silently slowing the generator (no coordinated omission). Without a
 //! rate, `--concurrency` requests are kept in flight back to back.
 //!
+//! **A floor beside the figure.** The same notifications then go to a
+//! server that only answers the ACK, from the same generator: what this
+//! machine's HTTP stack and generator cost before the gateway does any
+//! work. Notifications are sent the way WeChat's servers would send them,
+//! one keep-alive connection per worker ([`Deliverer`]), so the generator
+//! takes as little as it can of the cores it shares with the gateway.
+//!
 //! **Bounded and honest.** Counts are fixed, a deadline stops a run that
 //! cannot finish, and the run fails unless every intent was placed, every
 //! notification got the exact ACK, and every order is paid in the store
@@ -33,6 +40,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use hyper::body::Bytes;
+
+use super::deliver::Deliverer;
 use crate::agents::{Capability, Grant};
 use crate::demo::Stage;
 use crate::error::Error;
@@ -175,20 +185,22 @@ pub async fn run(
     say(out, &format!("sending {} notifications", bodies.len()));
     let mut reports = vec![intents.0];
     let count = bodies.len();
-    let first = notify(
-        &http,
-        &stage.api,
+    let first = notify(&stage.api, &bodies, "notifications (first)", count, pace).await?;
+    say(out, &first.line());
+    reports.push(first);
+    let floor = notify(
+        &http_floor().await?,
         &bodies,
-        "notifications (first)",
+        "floor (ACK only)",
         count,
         pace,
     )
-    .await;
-    say(out, &first.line());
-    reports.push(first);
+    .await?;
+    say(out, &floor.line());
+    reports.push(floor);
     for _ in 0..options.duplicates {
         let name = "notifications (duplicate)";
-        let again = notify(&http, &stage.api, &bodies, name, count, pace).await;
+        let again = notify(&stage.api, &bodies, name, count, pace).await?;
         say(out, &again.line());
         reports.push(again);
     }
@@ -276,7 +288,7 @@ pub(crate) async fn place_intents(
         std::process::id(),
     );
     let sink = Arc::clone(&placed);
-    let request: Request = Arc::new(move |i| {
+    let request: Request = Arc::new(move |_worker, i| {
         let (http, url, token, sink) =
             (http.clone(), url.clone(), token.clone(), Arc::clone(&sink));
         Box::pin(async move {
@@ -372,7 +384,7 @@ fn seeded_one(joined: Option<SeedWrite>) -> Result<(), Error> {
 pub(crate) fn notification_bodies(
     gateway: &Gateway,
     orders: &[Placed],
-) -> Result<Vec<Vec<u8>>, Error> {
+) -> Result<Vec<Bytes>, Error> {
     orders
         .iter()
         .enumerate()
@@ -385,49 +397,50 @@ pub(crate) fn notification_bodies(
                     order.amount_fen,
                     &format!("42{i:026}"),
                 )
+                .map(Bytes::from)
             })
         })
         .collect()
 }
 
-/// `count` notifications to `{api}/notify/pay`, going round `bodies`;
-/// each must get the exact ACK.
+/// `count` notifications to `{api}/notify/pay`, going round `bodies`,
+/// from one connection per worker (see [`Deliverer`]); each must get the
+/// exact ACK.
 pub(crate) async fn notify(
-    http: &reqwest::Client,
     api: &str,
-    bodies: &Arc<Vec<Vec<u8>>>,
+    bodies: &Arc<Vec<Bytes>>,
     name: &'static str,
     count: usize,
     pace: Pace,
-) -> PhaseReport {
-    let (http, url, bodies) = (
-        http.clone(),
-        format!("{api}/notify/pay"),
-        Arc::clone(bodies),
-    );
-    let request: Request = Arc::new(move |i| {
+) -> Result<PhaseReport, Error> {
+    let deliverer = Deliverer::new(&format!("{api}/notify/pay"), pace.concurrency)?;
+    let bodies = Arc::clone(bodies);
+    let request: Request = Arc::new(move |worker, i| {
         let body = bodies
             .get(i % bodies.len().max(1))
             .cloned()
             .unwrap_or_default();
-        let (http, url) = (http.clone(), url.clone());
+        let deliverer = Arc::clone(&deliverer);
         Box::pin(async move {
-            let reply = http
-                .post(&url)
-                .body(body)
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let status = reply.status();
-            let text = reply.text().await.map_err(|e| e.to_string())?;
-            if status.is_success() && text.contains("<return_code><![CDATA[SUCCESS]]>") {
+            let answer = deliverer.post(worker, body).await?;
+            if answer.status.is_success() && acknowledged(&answer.body) {
                 Ok(())
             } else {
-                Err(format!("{status}: {text}"))
+                Err(format!(
+                    "{}: {}",
+                    answer.status,
+                    String::from_utf8_lossy(&answer.body)
+                ))
             }
         })
     });
-    drive(name, count, request, pace).await
+    Ok(drive(name, count, request, pace).await)
+}
+
+/// Whether `body` is the ACK WeChat waits for.
+fn acknowledged(body: &[u8]) -> bool {
+    const SUCCESS: &[u8] = b"<return_code><![CDATA[SUCCESS]]>";
+    body.windows(SUCCESS.len()).any(|w| w == SUCCESS)
 }
 
 /// Fails unless every order is paid in the gateway's store.
@@ -456,8 +469,10 @@ pub(crate) async fn check_paid(gateway: &Gateway, orders: &[Placed]) -> Result<(
     }
 }
 
-type Request =
-    Arc<dyn Fn(usize) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+/// Request `i` (second argument), sent by a worker (first argument).
+type Request = Arc<
+    dyn Fn(usize, usize) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync,
+>;
 
 /// Sends requests `0..count` with `concurrency` workers, each request due
 /// at its slot of the offered rate (or at once without a rate).
@@ -467,7 +482,7 @@ async fn drive(name: &'static str, count: usize, request: Request, pace: Pace) -
     let deadline = start + pace.deadline;
     let rate = pace.rate.filter(|r| *r > 0.0);
     let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..pace.concurrency.max(1) {
+    for worker in 0..pace.concurrency.max(1) {
         let (next, request) = (Arc::clone(&next), Arc::clone(&request));
         workers.spawn(async move {
             let mut latencies = Vec::new();
@@ -482,7 +497,7 @@ async fn drive(name: &'static str, count: usize, request: Request, pace: Pace) -
                     None => Instant::now(),
                 };
                 tokio::time::sleep_until(due.into()).await;
-                match tokio::time::timeout_at(deadline.into(), request(i)).await {
+                match tokio::time::timeout_at(deadline.into(), request(worker, i)).await {
                     Ok(Ok(())) => latencies.push(due.elapsed()),
                     Ok(Err(e)) => failures.push(e),
                     Err(_) => failures.push("deadline passed".to_owned()),

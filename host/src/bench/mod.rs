@@ -5,6 +5,7 @@
 //! description of the machine it ran on, and figures are read as that
 //! machine's, never as absolute promises.
 
+mod deliver;
 pub mod load;
 pub mod micro;
 pub mod redis_server;

@@ -296,16 +296,8 @@ async fn end_to_end(
     for &rate in &e2e.loads {
         let bodies = first_deliveries(per_load(rate));
         let count = bodies.len();
-        let ours = load::notify(
-            &http,
-            &stage.api,
-            &bodies,
-            "callbacks",
-            count,
-            at(Some(rate)),
-        )
-        .await;
-        let base = load::notify(&http, &floor, &bodies, "floor", count, at(Some(rate))).await;
+        let ours = load::notify(&stage.api, &bodies, "callbacks", count, at(Some(rate))).await?;
+        let base = load::notify(&floor, &bodies, "floor", count, at(Some(rate))).await?;
         say(
             out,
             &format!("at {rate}/s  {}\n            {}", ours.line(), base.line()),
@@ -314,13 +306,13 @@ async fn end_to_end(
     }
     let bodies = first_deliveries(e2e.saturated);
     let count = bodies.len();
-    let ours = load::notify(&http, &stage.api, &bodies, "callbacks", count, at(None)).await;
-    let base = load::notify(&http, &floor, &bodies, "floor", count, at(None)).await;
+    let ours = load::notify(&stage.api, &bodies, "callbacks", count, at(None)).await?;
+    let base = load::notify(&floor, &bodies, "floor", count, at(None)).await?;
     say(
         out,
         &format!("saturated   {}\n            {}", ours.line(), base.line()),
     );
-    let duplicates = load::notify(&http, &stage.api, &bodies, "duplicates", count, at(None)).await;
+    let duplicates = load::notify(&stage.api, &bodies, "duplicates", count, at(None)).await?;
     say(out, &format!("duplicates  {}", duplicates.line()));
     load::check_paid(&stage.gateway, &orders).await?;
     let at_loads = callbacks.iter().flat_map(|(_, o, b)| [o, b]);
