@@ -182,12 +182,26 @@ pub(super) struct Writer {
     unflushed: Vec<Arc<Outcome>>,
     /// The writing thread is waiting for the disk.
     flushing: bool,
+    /// What the writing thread is waiting for, if it is waiting on
+    /// [`Shared::work`]: a submitter wakes it only when it has to.
+    waiting: Waiting,
     /// Set by a failed flush: nothing more is written.
     broken: Option<String>,
     /// The store is closing; the writing thread stops once idle.
     closing: bool,
     /// Totals since the store opened.
     stats: CommitStats,
+}
+
+/// Why the writing thread sleeps on [`Shared::work`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// It is running changes or flushing, and looks for new work after.
+    No,
+    /// It has nothing to do: any new work must wake it.
+    ForWork,
+    /// It lets the next batch fill: only a full batch cuts that short.
+    ForBatchToFill,
 }
 
 /// How well changes were grouped since the store opened.
@@ -226,6 +240,7 @@ impl GroupCommit {
                 jobs: Vec::new(),
                 unflushed: Vec::new(),
                 flushing: false,
+                waiting: Waiting::No,
                 broken: None,
                 closing: false,
                 stats: CommitStats::default(),
@@ -300,11 +315,19 @@ impl GroupCommit {
     ) -> impl Future<Output = StoreResult<T>> + Send + 'static {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |writer: &mut Writer| writer.run_submitted(change, answer));
-        {
+        let wake = {
             let mut writer = self.lock();
             writer.jobs.push(job);
+            match writer.waiting {
+                Waiting::No => false,
+                Waiting::ForWork => true,
+                Waiting::ForBatchToFill => writer.jobs.len() >= MAX_BATCH,
+            }
+        };
+        // A thread woken for nothing costs two context switches.
+        if wake {
+            self.shared.work.notify_one();
         }
-        self.shared.work.notify_one();
         async move {
             answered.await.unwrap_or_else(|_| {
                 Err(StoreError::Sqlite {
@@ -361,11 +384,13 @@ impl Shared {
             if left.is_zero() {
                 break;
             }
+            writer.waiting = Waiting::ForBatchToFill;
             writer = self
                 .work
                 .wait_timeout(writer, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            writer.waiting = Waiting::No;
         }
         writer
     }
@@ -381,10 +406,12 @@ impl Shared {
                 if writer.closing {
                     return;
                 }
+                writer.waiting = Waiting::ForWork;
                 writer = self
                     .work
                     .wait(writer)
                     .unwrap_or_else(PoisonError::into_inner);
+                writer.waiting = Waiting::No;
             }
             if busy {
                 writer = self.gather(writer);
@@ -725,6 +752,42 @@ mod tests {
         assert_eq!(stats.changes, 800);
         assert!(stats.commits <= 800 && stats.commits > 0, "{stats:?}");
         assert!(gc.lock().conn().is_autocommit());
+    }
+
+    #[test]
+    fn many_submitted_changes_from_many_threads_all_land_and_are_answered() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER);")
+            .unwrap();
+        let flushed = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&flushed);
+        let flush: Flush = Box::new(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let gc = GroupCommit::new(conn, Some(flush)).unwrap();
+        let per_thread = MAX_BATCH as i64;
+        thread::scope(|scope| {
+            for t in 0..4_i64 {
+                let gc = &gc;
+                scope.spawn(move || {
+                    // All submitted before any is awaited: the queue outgrows
+                    // a batch while the writing thread lets one fill.
+                    let answers: Vec<_> = (0..per_thread)
+                        .map(|i| gc.submit(insert(t * 10_000 + i, None)))
+                        .collect();
+                    let rt = runtime();
+                    for (i, answer) in (0..per_thread).zip(answers) {
+                        assert_eq!(rt.block_on(answer).unwrap(), t * 10_000 + i);
+                    }
+                });
+            }
+        });
+        assert_eq!(rows(&gc).len(), 4 * MAX_BATCH);
+        let stats = gc.stats();
+        assert_eq!(stats.changes, 4 * MAX_BATCH as u64);
+        assert!(stats.commits < stats.changes, "grouped: {stats:?}");
+        assert_eq!(stats.flushes, flushed.load(Ordering::SeqCst) as u64);
     }
 
     /// A flush that waits for the test to allow it, counting how many ran.
