@@ -28,6 +28,7 @@ fn main() -> ExitCode {
         } else {
             EndToEnd::full()
         },
+        micro_only: false,
         redis: std::env::var("WXPAY_BENCH_REDIS_URL")
             .map_or(RedisChoice::StartOwn, RedisChoice::Url),
         out: Some(workspace_root().join("BENCHMARKS.md")),

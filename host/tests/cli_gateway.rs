@@ -853,6 +853,23 @@ fn bench_suite_measures_everything_against_a_baseline_and_writes_the_results() {
     assert!(rewritten.contains("my analysis") && rewritten.contains("afterword"));
     assert!(!rewritten.contains("callbacks end to end on Redis"));
     assert!(rewritten.contains("Redis: not run: --no-redis was given"));
+
+    // A micro-only run prints the comparisons and leaves the file alone.
+    let micro = wxpay(&[
+        "bench",
+        "suite",
+        "--quick",
+        "--micro-only",
+        "--out",
+        results.to_str().expect("utf-8 path"),
+    ]);
+    let printed = text(&micro.stdout);
+    assert!(micro.status.success(), "{}", text(&micro.stderr));
+    assert!(printed.contains("sign a 16-field unifiedorder (MD5), component"));
+    assert!(printed.contains("cold start to the first signature"));
+    assert!(!printed.contains("SQLite"), "no end-to-end run: {printed}");
+    let untouched = std::fs::read_to_string(&results).expect("results file");
+    assert_eq!(untouched, rewritten, "a partial run is never written");
 }
 
 #[test]

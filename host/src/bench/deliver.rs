@@ -78,11 +78,12 @@ impl Deliverer {
     ) -> Result<Answer, String> {
         let slot = &self.connections[worker % self.connections.len()];
         let mut connection = slot.lock().await;
-        let sender = match connection.take() {
-            Some(open) => match Self::still_open(open).await {
-                Some(open) => open,
-                None => self.connect().await?,
-            },
+        let reusable = match connection.take() {
+            Some(open) => Self::still_open(open).await,
+            None => None,
+        };
+        let sender = match reusable {
+            Some(open) => open,
             None => self.connect().await?,
         };
         let (sender, answer) = self.exchange(sender, body).await?;

@@ -22,7 +22,7 @@
 //! server that only answers the ACK, from the same generator: what this
 //! machine's HTTP stack and generator cost before the gateway does any
 //! work. Notifications are sent the way WeChat's servers would send them,
-//! one keep-alive connection per worker ([`Deliverer`]), so the generator
+//! one keep-alive connection per worker (see `deliver.rs`), so the generator
 //! takes as little as it can of the cores it shares with the gateway.
 //!
 //! **Bounded and honest.** Counts are fixed, a deadline stops a run that
@@ -404,7 +404,7 @@ pub(crate) fn notification_bodies(
 }
 
 /// `count` notifications to `{api}/notify/pay`, going round `bodies`,
-/// from one connection per worker (see [`Deliverer`]); each must get the
+/// from one connection per worker (see `Deliverer`); each must get the
 /// exact ACK.
 pub(crate) async fn notify(
     api: &str,
@@ -437,10 +437,9 @@ pub(crate) async fn notify(
     Ok(drive(name, count, request, pace).await)
 }
 
-/// Whether `body` is the ACK WeChat waits for.
+/// Whether `body` is, byte for byte, the ACK WeChat waits for.
 fn acknowledged(body: &[u8]) -> bool {
-    const SUCCESS: &[u8] = b"<return_code><![CDATA[SUCCESS]]>";
-    body.windows(SUCCESS.len()).any(|w| w == SUCCESS)
+    body == wxpay_guest::notify::ACK.as_bytes()
 }
 
 /// Fails unless every order is paid in the gateway's store.
@@ -556,7 +555,7 @@ pub(crate) async fn http_floor() -> Result<String, Error> {
 mod tests {
     use std::time::Duration;
 
-    use super::PhaseReport;
+    use super::{PhaseReport, acknowledged};
 
     #[test]
     fn percentiles_are_nearest_rank_over_the_sorted_latencies() {
@@ -581,5 +580,15 @@ mod tests {
         };
         assert_eq!(empty.percentile(0.99), Duration::ZERO);
         assert_eq!(empty.throughput(), 0.0);
+    }
+
+    #[test]
+    fn only_the_exact_ack_counts_as_acknowledged() {
+        assert!(acknowledged(wxpay_guest::notify::ACK.as_bytes()));
+        let with_a_reason = wxpay_guest::notify::ACK.replace("OK", "received");
+        let refusal = wxpay_guest::notify::nack("busy");
+        for other in [with_a_reason.as_str(), refusal.as_str(), ""] {
+            assert!(!acknowledged(other.as_bytes()), "{other}");
+        }
     }
 }

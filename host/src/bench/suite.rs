@@ -113,6 +113,10 @@ pub struct SuiteOptions {
     pub effort: Effort,
     /// End-to-end effort.
     pub end_to_end: EndToEnd,
+    /// Only the measurements against native code, instantiation and cold
+    /// start: well under a minute, for iterating on the component. Such a partial run
+    /// is never written to the results file.
+    pub micro_only: bool,
     /// The Redis for the Redis runs.
     pub redis: RedisChoice,
     /// The results file to update.
@@ -152,11 +156,25 @@ pub struct SuiteReport {
 pub fn run(options: &SuiteOptions, out: &mut (dyn Write + Send)) -> Result<SuiteReport, Error> {
     let machine = super::machine();
     say(out, &format!("wxpay bench suite — {machine}\n"));
+    if options.micro_only && options.out.is_some() {
+        return Err(Error::input(
+            "results file",
+            "a micro-only run is partial and is never written; print it instead",
+        ));
+    }
     let sandbox = Arc::new(Sandbox::from_bytes(
         &options.component,
         crate::sandbox::SandboxLimits::default(),
     )?);
     let micro = run_micro(&sandbox, options, out)?;
+    if options.micro_only {
+        return Ok(SuiteReport {
+            machine,
+            micro,
+            stores: Vec::new(),
+            skipped: vec!["end to end: not run: micro-only".to_owned()],
+        });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

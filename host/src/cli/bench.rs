@@ -41,6 +41,11 @@ struct SuiteArgs {
     /// A smoke run: every measurement taken, briefly (figures are rough).
     #[arg(long)]
     quick: bool,
+    /// Only the component against native code, instantiation and cold
+    /// start, without the end-to-end runs (well under a minute, for iterating on
+    /// the component). Implies --print-only.
+    #[arg(long)]
+    micro_only: bool,
     /// Run the Redis measurements on this server (default: start a private
     /// redis-server if one is installed).
     #[arg(long, value_name = "URL", conflicts_with = "no_redis")]
@@ -107,7 +112,8 @@ fn run_suite(args: &SuiteArgs) -> Result<(), Error> {
             (None, true) => RedisChoice::Skip,
             (None, false) => RedisChoice::StartOwn,
         },
-        out: (!args.print_only).then(|| args.out.clone()),
+        micro_only: args.micro_only,
+        out: (!args.print_only && !args.micro_only).then(|| args.out.clone()),
     };
     suite::run(&options, &mut std::io::stdout()).map(|_| ())
 }
