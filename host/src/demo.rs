@@ -101,7 +101,7 @@ impl Stage {
         let app = callbacks::router(Arc::clone(&gateway))
             .merge(agents::api::router(Arc::clone(&gateway)));
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = axum::serve(crate::listen::no_delay(listener), app).await {
                 tracing::error!(error = %e, "stage gateway stopped");
             }
         });

@@ -544,7 +544,7 @@ pub(crate) async fn http_floor() -> Result<String, Error> {
         }),
     );
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
+        if let Err(e) = axum::serve(crate::listen::no_delay(listener), app).await {
             tracing::error!(error = %e, "the HTTP floor server stopped");
         }
     });

@@ -138,7 +138,7 @@ async fn serve_until(
     app: axum::Router,
     mut quitting: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    axum::serve(listener, app)
+    axum::serve(crate::listen::no_delay(listener), app)
         .with_graceful_shutdown(async move {
             let _ = quitting.wait_for(|quit| *quit).await;
         })

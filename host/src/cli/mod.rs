@@ -248,7 +248,7 @@ fn mcp(args: &McpArgs) -> Result<(), Error> {
                 let app = axum::Router::new().nest_service("/mcp", service);
                 let (listener, bound) = crate::listen::bind(addr).await?;
                 outln!("wxpay MCP server on http://{bound}/mcp");
-                axum::serve(listener, app)
+                axum::serve(crate::listen::no_delay(listener), app)
                     .await
                     .map_err(|e| Error::input("mcp", e))
             }

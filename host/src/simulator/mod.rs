@@ -142,7 +142,7 @@ impl Simulator {
 
     /// Serves on `listener` until the process ends.
     pub async fn serve(self, listener: TcpListener) -> Result<(), Error> {
-        axum::serve(listener, self.router())
+        axum::serve(crate::listen::no_delay(listener), self.router())
             .await
             .map_err(|e| Error::input("simulator", e))
     }

@@ -77,10 +77,11 @@ pub async fn serve(
 ) -> Result<(), Error> {
     let acceptor = TlsAcceptor::from(config);
     loop {
-        let (tcp, _) = listener
+        let (mut tcp, _) = listener
             .accept()
             .await
             .map_err(|e| Error::input("TLS listener", e))?;
+        crate::listen::send_at_once(&mut tcp);
         let acceptor = acceptor.clone();
         let app = simulator.router();
         tokio::spawn(async move {
