@@ -1,5 +1,6 @@
-//! Binding listeners, for every server the binary runs: the gateway, its
-//! agent API, the MCP server and the simulator.
+//! Binding listeners, and the options of the connections they accept, for
+//! every server the binary runs: the gateway, its agent API, the MCP server
+//! and the simulator.
 
 use std::net::SocketAddr;
 

@@ -114,8 +114,8 @@ pub struct SuiteOptions {
     /// End-to-end effort.
     pub end_to_end: EndToEnd,
     /// Only the measurements against native code, instantiation and cold
-    /// start: well under a minute, for iterating on the component. Such a partial run
-    /// is never written to the results file.
+    /// start: well under a minute, for iterating on the component. Such a
+    /// partial run is never written to the results file.
     pub micro_only: bool,
     /// The Redis for the Redis runs.
     pub redis: RedisChoice,

@@ -42,8 +42,8 @@ struct SuiteArgs {
     #[arg(long)]
     quick: bool,
     /// Only the component against native code, instantiation and cold
-    /// start, without the end-to-end runs (well under a minute, for iterating on
-    /// the component). Implies --print-only.
+    /// start, without the end-to-end runs (well under a minute, for
+    /// iterating on the component). Implies --print-only.
     #[arg(long)]
     micro_only: bool,
     /// Run the Redis measurements on this server (default: start a private
