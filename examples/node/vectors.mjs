@@ -61,6 +61,8 @@ for (const v of JSON.parse(readFileSync(join(vectorsDir, 'signatures.json'), 'ut
   const m = merchant('wxd930ea5d5a258f4f', '10000100', v.key, v.sign_type);
   try {
     check(`${v.id} sign ${v.sign_type}`, m.sign(v.params, undefined), v.sign); // undefined = the merchant's algorithm
+    const packed = v.params.map(([name, value]) => `${name}=${value}`).join('\0'); // name=value, separated by NUL
+    check(`${v.id} sign-packed ${v.sign_type}`, m.signPacked(packed, undefined), v.sign);
   } finally {
     m[Symbol.dispose](); // drops the resource: the guest zeroizes the key
   }

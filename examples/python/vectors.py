@@ -43,6 +43,7 @@ def func(interface, name):
 canonicalize = func(KEYLESS, "canonicalize")
 create = func(MERCHANT_API, "[static]merchant.create")
 sign = func(MERCHANT_API, "[method]merchant.sign")
+sign_packed = func(MERCHANT_API, "[method]merchant.sign-packed")
 jsapi_params = func(MERCHANT_API, "[method]merchant.jsapi-params")
 app_params = func(MERCHANT_API, "[method]merchant.app-params")
 
@@ -84,6 +85,9 @@ for v in json.loads((ROOT / "tests/vectors/signatures.json").read_text("utf-8"))
     try:
         # option<sign-type>: None, or the bare enum string; None means the merchant's algorithm.
         check(f"{v['id']} sign {v['sign_type']}", ok(sign(store, m, params, None)), v["sign"])
+        # The same fields as one string: name=value, separated by NUL.
+        packed = "\0".join(f"{name}={value}" for name, value in params)
+        check(f"{v['id']} sign-packed {v['sign_type']}", ok(sign_packed(store, m, packed, None)), v["sign"])
     finally:
         m.drop(store)  # runs the guest destructor, which zeroizes the key
 

@@ -31,8 +31,13 @@ pub fn canonicalize(params: &Params) -> String {
 pub fn signed_fields(params: &Params) -> impl Iterator<Item = (&str, &str)> {
     params
         .iter()
-        .filter(|(name, value)| name.as_str() != SIGN_FIELD && !value.is_empty())
         .map(|(name, value)| (name.as_str(), value.as_str()))
+        .filter(|&(name, value)| is_signed(name, value))
+}
+
+/// Whether a field takes part in the signature: any but `sign`, when not empty.
+pub fn is_signed(name: &str, value: &str) -> bool {
+    name != SIGN_FIELD && !value.is_empty()
 }
 
 fn canonical_len_hint(params: &Params) -> usize {

@@ -381,6 +381,15 @@ impl m::GuestMerchant for MerchantResource {
         Ok(self.0.sign(&to_params(params)?, sign_type))
     }
 
+    fn sign_packed(
+        &self,
+        fields: String,
+        sign_type: Option<t::SignType>,
+    ) -> Result<String, t::Error> {
+        let sign_type = sign_type.map_or(self.0.sign_type(), Into::into);
+        Ok(self.0.sign_packed(&fields, sign_type)?)
+    }
+
     fn unified_order(
         &self,
         o: m::UnifiedOrder,

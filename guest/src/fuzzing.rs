@@ -12,12 +12,12 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::error::Error;
+use crate::error::{Error, Rule};
 use crate::merchant::{Merchant, MerchantConfig};
 use crate::order::{self, OrderIntent, Policy, Product};
 use crate::params::{self, Params};
 use crate::sign::{ApiKey, SignType};
-use crate::{canonical, notify, refund_notify, xml};
+use crate::{canonical, notify, packed, refund_notify, xml};
 
 const FUZZ_KEY: &str = "192006250b4c09247ec02edce69f6a2d";
 
@@ -298,18 +298,45 @@ pub fn sign_differential(data: &[u8]) {
     let key =
         ApiKey::new(FUZZ_KEY.into()).unwrap_or_else(|_| unreachable!("constant key is valid"));
     let md5 = hex::encode_upper(Md5::digest(signed.as_bytes()));
-    assert_eq!(
-        crate::sign::sign(&params, SignType::Md5, &key),
-        md5,
-        "MD5 signature differs"
-    );
     let mut mac = Hmac::<Sha256>::new_from_slice(FUZZ_KEY.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
     mac.update(signed.as_bytes());
     let hmac = hex::encode_upper(mac.finalize().into_bytes());
-    assert_eq!(
-        crate::sign::sign(&params, SignType::HmacSha256, &key),
-        hmac,
-        "HMAC-SHA256 signature differs"
-    );
+    let packed = packed::pack(text.split('\n').filter_map(|line| line.split_once('=')));
+    for (sign_type, expected) in [(SignType::Md5, md5), (SignType::HmacSha256, hmac)] {
+        assert_eq!(
+            crate::sign::sign(&params, sign_type, &key),
+            expected,
+            "{sign_type} signature differs"
+        );
+        match &packed {
+            Ok(packed) => assert_eq!(
+                packed::sign_packed(packed, sign_type, &key).as_ref(),
+                Ok(&expected),
+                "{sign_type} packed signature differs"
+            ),
+            Err(e) => assert!(
+                matches!(e, Error::InvalidField(f) if f.rule == Rule::ControlCharacter),
+                "accepted params that do not pack for another reason: {e:?}"
+            ),
+        }
+    }
+    assert_packed_reads_alike(text, &key);
+}
+
+/// Any text read as packed fields: refused, or signed exactly as the same
+/// fields in a map are.
+fn assert_packed_reads_alike(text: &str, key: &ApiKey) {
+    let Ok(fields) = packed::unpack(text) else {
+        return;
+    };
+    let params = params::from_pairs(fields.iter().copied())
+        .unwrap_or_else(|e| panic!("unpacked fields the map refuses: {e:?}"));
+    for sign_type in [SignType::Md5, SignType::HmacSha256] {
+        assert_eq!(
+            packed::sign_packed(text, sign_type, key).as_ref(),
+            Ok(&crate::sign::sign(&params, sign_type, key)),
+            "packed text signs unlike its fields"
+        );
+    }
 }

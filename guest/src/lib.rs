@@ -40,6 +40,7 @@ pub mod fuzzing;
 pub mod merchant;
 pub mod notify;
 pub mod order;
+pub mod packed;
 pub mod params;
 pub mod refund_notify;
 pub mod request;

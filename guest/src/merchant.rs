@@ -8,6 +8,7 @@ use alloc::string::String;
 
 use crate::error::{Error, Mismatch, Result, Rule};
 use crate::fields;
+use crate::packed;
 use crate::params::{Params, non_empty};
 use crate::sign::{self, ApiKey, SignType};
 
@@ -79,6 +80,11 @@ impl Merchant {
     /// Signs `params` as given (its `sign` field is ignored).
     pub fn sign(&self, params: &Params, sign_type: SignType) -> String {
         sign::sign(params, sign_type, &self.config.api_key)
+    }
+
+    /// Signs packed fields as given (see [`crate::packed`]).
+    pub fn sign_packed(&self, packed: &str, sign_type: SignType) -> Result<String> {
+        packed::sign_packed(packed, sign_type, &self.config.api_key)
     }
 
     /// Verifies the `sign` field of `params` with `sign_type`.

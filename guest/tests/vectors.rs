@@ -7,7 +7,7 @@
 use wxpay_guest::notify::ExpectedOrder;
 use wxpay_guest::refund_notify::ExpectedRefund;
 use wxpay_guest::{
-    ApiKey, Error, Merchant, MerchantConfig, SignType, canonical, fuzzing, params, sign,
+    ApiKey, Error, Merchant, MerchantConfig, SignType, canonical, fuzzing, packed, params, sign,
 };
 
 #[path = "../../tests/support/vectors.rs"]
@@ -46,6 +46,14 @@ fn signature_vectors() {
         let key = ApiKey::new(v.key.clone()).expect(&v.id);
         let st = sign_type(&v.sign_type);
         assert_eq!(sign::sign(&p, st, &key), v.sign, "{} sign", v.id);
+        let fields =
+            packed::pack(v.params.iter().map(|(k, val)| (k.as_str(), val.as_str()))).expect(&v.id);
+        assert_eq!(
+            packed::sign_packed(&fields, st, &key).as_ref(),
+            Ok(&v.sign),
+            "{} sign packed",
+            v.id
+        );
         let mut signed = p.clone();
         signed.insert("sign".into(), v.sign.clone());
         assert_eq!(sign::verify(&signed, st, &key), Ok(()), "{} verify", v.id);

@@ -11,6 +11,7 @@
 use std::io::Write as _;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use wxpay_guest::packed;
 use wxpay_guest::sign::{ApiKey as NativeKey, SignType as NativeSignType};
 
 use crate::key::ApiKey;
@@ -86,6 +87,9 @@ pub fn component_differential(data: &[u8]) {
     let native = wxpay_guest::fuzzing::params_from_lines(data);
     let mut guard = component().lock().unwrap_or_else(PoisonError::into_inner);
     let Component { signer, merchant } = &mut *guard;
+    if let Ok(text) = std::str::from_utf8(data) {
+        assert_packed_signs_alike(signer, merchant, text);
+    }
     let canonical = signer.canonicalize(&pairs);
     let Some(params) = native else {
         assert!(
@@ -117,6 +121,30 @@ pub fn component_differential(data: &[u8]) {
     }
 }
 
+/// Any text as `sign-packed`'s fields: the component and the native core
+/// both refuse it, or give the same signatures.
+fn assert_packed_signs_alike(signer: &mut SignerInstance, merchant: &MerchantHandle, text: &str) {
+    let key = NativeKey::new(FUZZ_KEY.into()).unwrap_or_else(|_| panic!("the fuzz key is valid"));
+    for (component_type, native_type) in [
+        (SignType::Md5, NativeSignType::Md5),
+        (SignType::HmacSha256, NativeSignType::HmacSha256),
+    ] {
+        let component = signer.sign_packed(merchant, text, Some(component_type));
+        match (component, packed::sign_packed(text, native_type, &key)) {
+            (Ok(component), Ok(native)) => {
+                assert_eq!(
+                    component, native,
+                    "{native_type:?} packed signatures differ"
+                );
+            }
+            (Err(crate::Error::Guest(_)), Err(_)) => {}
+            (component, native) => {
+                panic!("packed fields {text:?}: component {component:?}, native {native:?}")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::component_differential;
@@ -130,6 +158,9 @@ mod tests {
             b"bad name=1",
             b"",
             "utf8=\u{4e2d}\u{6587}&=".as_bytes(),
+            b"b=2\x00a=1\x00sign=XYZ",
+            b"a=1\x00a=2",
+            b"a=1\x00",
         ] {
             component_differential(input);
         }

@@ -9,6 +9,7 @@ use wxpay::sandbox::bindings::merchant_api::{ExpectedOrder, ExpectedRefund};
 use wxpay::sandbox::bindings::types::{self, SignType};
 use wxpay::sandbox::signer::MerchantSettings;
 use wxpay::{Error, key::ApiKey};
+use wxpay_guest::packed;
 
 #[path = "support/mod.rs"]
 mod support;
@@ -60,6 +61,14 @@ fn signature_vectors_through_the_component() {
             signer.sign(&merchant, &v.params, None).expect(&v.id),
             v.sign,
             "{} sign",
+            v.id
+        );
+        let fields =
+            packed::pack(v.params.iter().map(|(k, val)| (k.as_str(), val.as_str()))).expect(&v.id);
+        assert_eq!(
+            signer.sign_packed(&merchant, &fields, None).expect(&v.id),
+            v.sign,
+            "{} sign packed",
             v.id
         );
         signer.drop_merchant(merchant).expect("drop");
@@ -191,4 +200,44 @@ fn typed_errors_cross_the_boundary() {
     );
     let key = ApiKey::from_env("WXPAY_TEST_UNSET_VARIABLE");
     assert!(matches!(key, Err(Error::KeyEnv { .. })));
+}
+
+#[test]
+fn sign_packed_refuses_what_sign_refuses_and_what_it_cannot_read() {
+    let mut signer = instance();
+    let merchant = signer
+        .merchant(
+            &settings("wxd930ea5d5a258f4f", "10000100", SignType::Md5),
+            &support::key("192006250b4c09247ec02edce69f6a2d"),
+        )
+        .expect("merchant");
+    let refusal = |signer: &mut SignerInstance, fields: &str| match signer
+        .sign_packed(&merchant, fields, None)
+    {
+        Err(Error::Guest(e)) => e,
+        other => panic!("{fields:?} must be refused by the guest, got {other:?}"),
+    };
+    assert!(matches!(
+        refusal(&mut signer, "a=1\0a=2"),
+        types::Error::DuplicateField(f) if f == "a"
+    ));
+    assert!(matches!(
+        refusal(&mut signer, "a=1\0body"),
+        types::Error::InvalidField(types::FieldError { field, rule: types::Rule::Format(_) })
+            if field == "params"
+    ));
+    assert!(matches!(
+        refusal(&mut signer, "bad name=1"),
+        types::Error::InvalidField(types::FieldError { field, rule: types::Rule::Charset(_) })
+            if field == "bad name"
+    ));
+    // The instance is still good after refusals: they are errors, not traps.
+    let v1 = concat!(
+        "body=test\0appid=wxd930ea5d5a258f4f\0mch_id=10000100\0",
+        "device_info=1000\0nonce_str=ibuaiVcKdpRxkhJA"
+    );
+    assert_eq!(
+        signer.sign_packed(&merchant, v1, None).expect("signs"),
+        "9A0A8659F005D6984697E2CA0A9CF3B7"
+    );
 }

@@ -20,8 +20,8 @@ use zeroize::Zeroizing;
 
 use wxpay_guest::merchant::{Merchant as NativeMerchant, MerchantConfig as NativeConfig};
 use wxpay_guest::notify::ExpectedOrder as NativeExpected;
-use wxpay_guest::params;
 use wxpay_guest::sign::{ApiKey as NativeKey, SignType as NativeSignType};
+use wxpay_guest::{packed, params};
 
 use crate::error::Error;
 use crate::key::ApiKey;
@@ -261,6 +261,49 @@ pub fn sign(sandbox: &Sandbox, effort: Effort, algorithm: SignType) -> Result<Co
         name: match algorithm {
             SignType::Md5 => "sign a 16-field unifiedorder (MD5), component",
             SignType::HmacSha256 => "sign a 16-field unifiedorder (HMAC-SHA256), component",
+        },
+        baseline_name: "the same core, native",
+        subject,
+        baseline,
+        goal: Some(Goal::RatioAtMost(2.5)),
+    })
+}
+
+/// Signing the same 16 fields packed into one string (`sign-packed`):
+/// component against native, both from the same packed string.
+pub fn sign_packed(
+    sandbox: &Sandbox,
+    effort: Effort,
+    algorithm: SignType,
+) -> Result<Comparison, Error> {
+    let mut both = BothSides::new(sandbox)?;
+    let pairs = unified_order_fields();
+    let fields =
+        packed::pack(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))).map_err(native_error)?;
+    let native_algorithm: NativeSignType = algorithm.into();
+    let expected = both.native.sign(
+        &params::from_pairs(pairs.iter().cloned()).map_err(native_error)?,
+        native_algorithm,
+    );
+    let (subject, baseline) = both.compare(
+        effort,
+        |instance, merchant| {
+            agree(
+                &instance.sign_packed(merchant, &fields, Some(algorithm))?,
+                &expected,
+            )
+        },
+        |native| {
+            let signature = native
+                .sign_packed(std::hint::black_box(&fields), native_algorithm)
+                .map_err(native_error)?;
+            agree(&signature, &expected)
+        },
+    )?;
+    Ok(Comparison {
+        name: match algorithm {
+            SignType::Md5 => "sign the same 16 fields packed (MD5), component",
+            SignType::HmacSha256 => "sign the same 16 fields packed (HMAC-SHA256), component",
         },
         baseline_name: "the same core, native",
         subject,

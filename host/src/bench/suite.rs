@@ -220,6 +220,8 @@ fn run_micro(
     let mut results = vec![
         micro::sign(sandbox, effort, SignType::Md5)?,
         micro::sign(sandbox, effort, SignType::HmacSha256)?,
+        micro::sign_packed(sandbox, effort, SignType::Md5)?,
+        micro::sign_packed(sandbox, effort, SignType::HmacSha256)?,
         micro::verify(sandbox, effort)?,
         micro::instantiate(&options.component, effort)?,
     ];

@@ -238,6 +238,20 @@ impl SignerInstance {
         })
     }
 
+    /// `merchant.sign-packed`: `fields` as [`wxpay_guest::packed::pack`] makes them.
+    pub fn sign_packed(
+        &mut self,
+        m: &MerchantHandle,
+        fields: &str,
+        sign_type: Option<SignType>,
+    ) -> Result<String, Error> {
+        self.call(|b, s| {
+            b.wxpay_signer_merchant_api()
+                .merchant()
+                .call_sign_packed(s, m.0, fields, sign_type)
+        })
+    }
+
     /// `merchant.sign-params`.
     pub fn sign_params(
         &mut self,
