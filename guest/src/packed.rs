@@ -185,7 +185,7 @@ mod tests {
                 );
             }
             let unpacked = unpack(&packed).unwrap();
-            prop_assert!(unpacked.iter().map(|&(k, v)| (k, v)).eq(
+            prop_assert!(unpacked.iter().copied().eq(
                 params.iter().map(|(k, v)| (k.as_str(), v.as_str()))
             ));
         }
