@@ -287,6 +287,22 @@ fn a_newer_schema_is_refused() {
     }
 }
 
+/// Processes that start together race to turn a new file into a WAL
+/// database; SQLite answers some of them `database is locked` without
+/// waiting, and none of them may fail to open for it.
+#[test]
+fn connections_opening_a_new_database_at_once_all_open() {
+    const ROUNDS: usize = 25;
+    const CONNECTIONS: usize = 12;
+    for _ in 0..ROUNDS {
+        let backend = Backend::sqlite();
+        let heads = on_connections(&backend, CONNECTIONS, |_, store| {
+            store.latest_audit_seq().expect("audit head")
+        });
+        assert_eq!(heads, vec![0; CONNECTIONS]);
+    }
+}
+
 #[test]
 fn wal_and_a_flush_before_every_answer_are_in_force() {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -17,10 +17,10 @@ mod group_commit;
 mod readers;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OptionalExtension as _, Params, Row, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension as _, Params, Row, params};
 
 use self::checkpoint::Checkpointer;
 pub use self::group_commit::CommitStats;
@@ -48,6 +48,9 @@ use super::{ConsoleKind, ConsoleRecord, Store, StoreFuture, StoreResult, check_a
 /// How long a write waits for another connection's lock before failing
 /// with `database is locked`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest pause between two requests for WAL mode ([`enter_wal`]).
+const MAX_WAL_PAUSE: Duration = Duration::from_millis(50);
 
 /// Prepared statements each connection keeps: more than the store has, so
 /// none is parsed twice (rusqlite keeps 16, fewer than the writer runs,
@@ -124,9 +127,7 @@ impl SqliteStore {
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         stable_plans(&conn)?;
         if file.is_some() {
-            let mode: String = conn
-                .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-                .ctx("set journal_mode")?;
+            let mode = enter_wal(&conn)?;
             require(
                 "journal_mode",
                 "wal",
@@ -312,6 +313,32 @@ fn query_one<T>(
 /// planner stability guarantee), so a cached statement is never prepared
 /// again because a parameter changed. Without it, the compare-and-set on
 /// `orders` was parsed and planned anew for every notification (measured).
+/// Asks for WAL mode, and waits while another connection is converting
+/// the same new file: SQLite then answers `database is locked` at once,
+/// without the busy handler (waiting inside could deadlock), so this asks
+/// again, for up to [`BUSY_TIMEOUT`] in all.
+fn enter_wal(conn: &Connection) -> StoreResult<String> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let asked = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0));
+        match asked {
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(MAX_WAL_PAUSE);
+            }
+            answer => return answer.ctx("set journal_mode"),
+        }
+    }
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
 fn stable_plans(conn: &Connection) -> StoreResult<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .ctx("enable QPSG")?;
