@@ -57,9 +57,11 @@ pub enum Error {
         reason: String,
     },
     /// The durable store failed; nothing was written by the failed step.
+    #[cfg(feature = "gateway")]
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     /// A call to WeChat Pay failed after the retries the policy allowed.
+    #[cfg(feature = "gateway")]
     #[error("WeChat Pay {path}: {source}")]
     Wechat {
         /// The endpoint's path.
@@ -111,6 +113,7 @@ impl Error {
         Self::Trap(format!("{e:#}"))
     }
 
+    #[cfg(feature = "gateway")]
     pub(crate) fn input(what: impl Into<String>, reason: impl fmt::Display) -> Self {
         Self::Input {
             what: what.into(),

@@ -83,6 +83,7 @@ impl ApiKey {
     }
 
     /// A key that came over the wire (the sandbox key from getsignkey).
+    #[cfg(feature = "gateway")]
     pub(crate) fn from_secret(key: Zeroizing<String>) -> Result<Self, Error> {
         Self::checked(key, || {
             Error::input("sandbox key", "WeChat returned an empty key")

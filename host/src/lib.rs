@@ -20,25 +20,44 @@
 //! - [`cli`]: the operator commands (`serve`, `order`, `notifications`,
 //!   `verify-notification`, `config`, `inspect`, `sign`, `verify`,
 //!   `explain`, `simulate`).
+//!
+//! Only [`sandbox`], [`key`], [`error`] and [`fuzzing`] are built without the
+//! default `gateway` feature: the fuzz targets need the component under
+//! wasmtime, not the server around it, and build in half the crates.
 
+#[cfg(feature = "gateway")]
 pub mod agents;
+#[cfg(feature = "gateway")]
 pub mod bench;
+#[cfg(feature = "gateway")]
 pub mod callbacks;
+#[cfg(feature = "gateway")]
 pub mod cli;
+#[cfg(feature = "gateway")]
 pub mod config;
+#[cfg(feature = "gateway")]
 pub mod console;
+#[cfg(feature = "gateway")]
 pub mod demo;
 pub mod error;
 pub mod fuzzing;
+#[cfg(feature = "gateway")]
 pub mod gateway;
 pub mod key;
+#[cfg(feature = "gateway")]
 mod listen;
+#[cfg(feature = "gateway")]
 pub mod mcp;
+#[cfg(feature = "gateway")]
 pub mod metrics;
+#[cfg(feature = "gateway")]
 pub mod pkcs12;
 pub mod sandbox;
+#[cfg(feature = "gateway")]
 pub mod simulator;
+#[cfg(feature = "gateway")]
 pub mod store;
+#[cfg(feature = "gateway")]
 pub mod wechat;
 
 pub use error::Error;
