@@ -25,39 +25,32 @@
 //! default `gateway` feature: the fuzz targets need the component under
 //! wasmtime, not the server around it, and build in half the crates.
 
-#[cfg(feature = "gateway")]
-pub mod agents;
-#[cfg(feature = "gateway")]
-pub mod bench;
-#[cfg(feature = "gateway")]
-pub mod callbacks;
-#[cfg(feature = "gateway")]
-pub mod cli;
-#[cfg(feature = "gateway")]
-pub mod config;
-#[cfg(feature = "gateway")]
-pub mod console;
-#[cfg(feature = "gateway")]
-pub mod demo;
 pub mod error;
 pub mod fuzzing;
-#[cfg(feature = "gateway")]
-pub mod gateway;
 pub mod key;
-#[cfg(feature = "gateway")]
-mod listen;
-#[cfg(feature = "gateway")]
-pub mod mcp;
-#[cfg(feature = "gateway")]
-pub mod metrics;
-#[cfg(feature = "gateway")]
-pub mod pkcs12;
 pub mod sandbox;
-#[cfg(feature = "gateway")]
-pub mod simulator;
-#[cfg(feature = "gateway")]
-pub mod store;
-#[cfg(feature = "gateway")]
-pub mod wechat;
+
+/// Items built only with the `gateway` feature (on by default).
+macro_rules! with_gateway {
+    ($($item:item)*) => { $(#[cfg(feature = "gateway")] $item)* };
+}
+
+with_gateway! {
+    pub mod agents;
+    pub mod bench;
+    pub mod callbacks;
+    pub mod cli;
+    pub mod config;
+    pub mod console;
+    pub mod demo;
+    pub mod gateway;
+    mod listen;
+    pub mod mcp;
+    pub mod metrics;
+    pub mod pkcs12;
+    pub mod simulator;
+    pub mod store;
+    pub mod wechat;
+}
 
 pub use error::Error;
