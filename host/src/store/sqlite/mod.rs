@@ -309,10 +309,6 @@ fn query_one<T>(
     rows.next().ctx(op)?.map(decode).transpose()
 }
 
-/// Query plans that do not depend on the values bound (SQLite's query
-/// planner stability guarantee), so a cached statement is never prepared
-/// again because a parameter changed. Without it, the compare-and-set on
-/// `orders` was parsed and planned anew for every notification (measured).
 /// Asks for WAL mode, and waits while another connection is converting
 /// the same new file: SQLite then answers `database is locked` at once,
 /// without the busy handler (waiting inside could deadlock), so this asks
@@ -332,6 +328,7 @@ fn enter_wal(conn: &Connection) -> StoreResult<String> {
     }
 }
 
+/// Whether SQLite refused for another connection's lock.
 fn is_busy(error: &rusqlite::Error) -> bool {
     matches!(
         error.sqlite_error_code(),
@@ -339,6 +336,10 @@ fn is_busy(error: &rusqlite::Error) -> bool {
     )
 }
 
+/// Query plans that do not depend on the values bound (SQLite's query
+/// planner stability guarantee), so a cached statement is never prepared
+/// again because a parameter changed. Without it, the compare-and-set on
+/// `orders` was parsed and planned anew for every notification (measured).
 fn stable_plans(conn: &Connection) -> StoreResult<()> {
     conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
         .ctx("enable QPSG")?;
