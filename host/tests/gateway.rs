@@ -498,13 +498,11 @@ async fn duplicate_and_concurrent_notifications_change_the_order_once() {
         let no = f.create(product, product).await;
         f.pay(&no).await;
         let paid = f.wait_for(&no, OrderState::Paid).await;
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        let notes: Vec<_> = f
-            .notifications()
-            .await
-            .into_iter()
-            .filter(|n| n.out_trade_no.as_deref() == Some(no.as_str()))
-            .collect();
+        let notes = f
+            .wait_for_notifications(&no, |notes| {
+                notes.iter().any(|n| n.verdict == Verdict::Duplicate)
+            })
+            .await;
         assert_eq!(
             notes
                 .iter()

@@ -364,6 +364,28 @@ cache_dir = {cache:?}
             .expect("notifications")
     }
 
+    /// The notifications stored for order `no`, once `done` holds for them
+    /// (polled for up to 15 s, then whatever is stored).
+    pub async fn wait_for_notifications(
+        &self,
+        no: &str,
+        done: impl Fn(&[wxpay::store::NotificationRecord]) -> bool,
+    ) -> Vec<wxpay::store::NotificationRecord> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let notes: Vec<_> = self
+                .notifications()
+                .await
+                .into_iter()
+                .filter(|n| n.out_trade_no.as_deref() == Some(no))
+                .collect();
+            if done(&notes) || tokio::time::Instant::now() >= deadline {
+                return notes;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn audit(&self) -> Vec<wxpay::store::AuditEvent> {
         self.gateway
             .db(|s| s.audit(0, 10_000))
