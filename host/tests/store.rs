@@ -287,9 +287,10 @@ fn a_newer_schema_is_refused() {
     }
 }
 
-/// Processes that start together race to turn a new file into a WAL
-/// database; SQLite answers some of them `database is locked` without
-/// waiting, and none of them may fail to open for it.
+/// Gateways that start together on a new file race to turn it into a WAL
+/// database (here, connections on threads, as separate processes would
+/// open); SQLite answers the losers `database is locked` without waiting,
+/// and none of them may fail to open for it.
 #[test]
 fn connections_opening_a_new_database_at_once_all_open() {
     const ROUNDS: usize = 25;
