@@ -181,7 +181,10 @@ fn upper_hex(digest: &[u8]) -> String {
         unreachable!("n bytes encode to 2n hex characters");
     }
     out.make_ascii_uppercase();
-    out.iter().copied().map(char::from).collect()
+    match core::str::from_utf8(out) {
+        Ok(hex) => hex.into(),
+        Err(_) => unreachable!("hex digits are ASCII"),
+    }
 }
 
 /// Feeds `k=v&k=v&key=KEY` to a hash without building the string.
