@@ -872,6 +872,43 @@ fn bench_suite_measures_everything_against_a_baseline_and_writes_the_results() {
     assert_eq!(untouched, rewritten, "a partial run is never written");
 }
 
+/// `bench repeat` runs one side of a component row, each call checked
+/// against the expected answer as in the suite, for a profiler to watch.
+#[test]
+fn bench_repeat_runs_one_side_of_each_component_row() {
+    let rows = [
+        ("sign-md5", "sign a 16-field unifiedorder (MD5), component"),
+        (
+            "sign-hmac",
+            "sign a 16-field unifiedorder (HMAC-SHA256), component",
+        ),
+        (
+            "sign-packed-md5",
+            "sign the same 16 fields packed (MD5), component",
+        ),
+        (
+            "sign-packed-hmac",
+            "sign the same 16 fields packed (HMAC-SHA256), component",
+        ),
+        (
+            "verify",
+            "verify a payment notification (parse, signature, order), component",
+        ),
+    ];
+    for (row, name) in rows {
+        for side in ["component", "native"] {
+            let run = wxpay(&["bench", "repeat", row, "--side", side, "--calls", "3"]);
+            assert!(run.status.success(), "{row} {side}: {}", text(&run.stderr));
+            assert_eq!(
+                text(&run.stdout).trim(),
+                format!("{name}: 3 calls, {side} side")
+            );
+        }
+    }
+    let unknown = wxpay(&["bench", "repeat", "sign-sha1"]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", text(&unknown.stderr));
+}
+
 #[test]
 fn the_store_setting_takes_a_redis_url_and_never_prints_its_password() {
     let example = include_str!("../../examples/wxpay.toml");

@@ -44,6 +44,20 @@ pub struct Effort {
     pub batch: usize,
     /// Processes started per kind, for cold start.
     pub processes: usize,
+    /// Which sides run: both, timed, for a comparison; one alone for a
+    /// profiler (see [`Effort::repeat`]).
+    pub sides: Sides,
+}
+
+/// The sides a measurement runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sides {
+    /// Subject and baseline, interleaved.
+    Both,
+    /// Only the subject (the component, in the component rows).
+    Subject,
+    /// Only the baseline (the native core, in the component rows).
+    Baseline,
 }
 
 impl Effort {
@@ -52,13 +66,28 @@ impl Effort {
         rounds: 31,
         batch: 2_000,
         processes: 21,
+        sides: Sides::Both,
     };
     /// A smoke run: every path taken, the figures rough.
     pub const QUICK: Self = Self {
         rounds: 3,
         batch: 50,
         processes: 3,
+        sides: Sides::Both,
     };
+
+    /// `calls` calls of one side and none of the other, for counting
+    /// instructions or sampling under a profiler: the difference between
+    /// two runs of different lengths is what the calls cost, without the
+    /// set-up. The times such a run returns are not a comparison.
+    pub const fn repeat(sides: Sides, calls: usize) -> Self {
+        Self {
+            rounds: 1,
+            batch: calls,
+            processes: 0,
+            sides,
+        }
+    }
 }
 
 /// A subject and its baseline, per operation.
@@ -121,8 +150,9 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// Times `rounds` interleaved batches of `subject` and `baseline`; the
-/// medians per operation.
+/// Times `rounds` interleaved batches of `subject` and `baseline` (of the
+/// sides `effort` runs); the medians per operation, zero for a side that
+/// did not run.
 fn interleaved(
     effort: Effort,
     mut subject: impl FnMut() -> Result<(), Error>,
@@ -135,13 +165,24 @@ fn interleaved(
         }
         Ok(start.elapsed() / u32::try_from(effort.batch.max(1)).unwrap_or(u32::MAX))
     };
-    batch(&mut subject)?;
-    batch(&mut baseline)?;
+    let (run_subject, run_baseline) = match effort.sides {
+        Sides::Both => (true, true),
+        Sides::Subject => (true, false),
+        Sides::Baseline => (false, true),
+    };
+    if effort.sides == Sides::Both {
+        batch(&mut subject)?;
+        batch(&mut baseline)?;
+    }
     let mut subjects = Vec::with_capacity(effort.rounds);
     let mut baselines = Vec::with_capacity(effort.rounds);
     for _ in 0..effort.rounds.max(1) {
-        baselines.push(batch(&mut baseline)?);
-        subjects.push(batch(&mut subject)?);
+        if run_baseline {
+            baselines.push(batch(&mut baseline)?);
+        }
+        if run_subject {
+            subjects.push(batch(&mut subject)?);
+        }
     }
     Ok((median(subjects), median(baselines)))
 }

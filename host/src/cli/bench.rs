@@ -4,13 +4,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 use super::ComponentArgs;
 use crate::bench::load::{self, LoadOptions};
-use crate::bench::micro::Effort;
+use crate::bench::micro::{self, Comparison, Effort, Sides};
 use crate::bench::suite::{self, EndToEnd, RedisChoice, SuiteOptions};
 use crate::error::Error;
+use crate::sandbox::bindings::types::SignType;
+use crate::sandbox::{Sandbox, SandboxLimits};
 
 #[derive(Debug, Args)]
 pub(super) struct BenchArgs {
@@ -28,6 +30,50 @@ enum BenchCommand {
     /// SQLite and Redis — each beside a baseline from the same run, and
     /// write the results to BENCHMARKS.md.
     Suite(SuiteArgs),
+    /// Run one side of one of the suite's component rows a given number of
+    /// times, untimed, for a profiler: `perf record`, or `valgrind
+    /// --tool=callgrind`, whose instruction counts do not depend on the
+    /// machine's load. Two runs of different lengths give the cost per call.
+    /// Instances use on-demand allocation, which valgrind can run.
+    Repeat(RepeatArgs),
+}
+
+#[derive(Debug, Args)]
+struct RepeatArgs {
+    /// The row whose work to repeat.
+    #[arg(value_enum)]
+    row: Row,
+    /// The side to run.
+    #[arg(long, value_enum, default_value_t = Side::Component)]
+    side: Side,
+    /// How many calls.
+    #[arg(long, default_value_t = 10_000)]
+    calls: usize,
+    #[command(flatten)]
+    component: ComponentArgs,
+}
+
+/// The suite's rows that compare the component with native code.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Row {
+    /// Sign a 16-field unifiedorder as a list of pairs, MD5.
+    SignMd5,
+    /// The same, HMAC-SHA256.
+    SignHmac,
+    /// Sign the same fields packed into one string, MD5.
+    SignPackedMd5,
+    /// The same, HMAC-SHA256.
+    SignPackedHmac,
+    /// Verify a payment notification against its order.
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Side {
+    /// Through the component.
+    Component,
+    /// The same core compiled natively.
+    Native,
 }
 
 #[derive(Debug, Args)]
@@ -90,7 +136,34 @@ pub(super) fn run(args: &BenchArgs) -> Result<(), Error> {
     match &args.what {
         BenchCommand::Load(load_args) => run_load(load_args),
         BenchCommand::Suite(suite_args) => run_suite(suite_args),
+        BenchCommand::Repeat(repeat_args) => run_repeat(repeat_args),
     }
+}
+
+fn run_repeat(args: &RepeatArgs) -> Result<(), Error> {
+    let limits = SandboxLimits {
+        pool_instances: 0,
+        ..SandboxLimits::default()
+    };
+    let sandbox = Sandbox::from_bytes(&args.component.bytes()?, limits)?;
+    let sides = match args.side {
+        Side::Component => Sides::Subject,
+        Side::Native => Sides::Baseline,
+    };
+    let effort = Effort::repeat(sides, args.calls);
+    let row: Comparison = match args.row {
+        Row::SignMd5 => micro::sign(&sandbox, effort, SignType::Md5)?,
+        Row::SignHmac => micro::sign(&sandbox, effort, SignType::HmacSha256)?,
+        Row::SignPackedMd5 => micro::sign_packed(&sandbox, effort, SignType::Md5)?,
+        Row::SignPackedHmac => micro::sign_packed(&sandbox, effort, SignType::HmacSha256)?,
+        Row::Verify => micro::verify(&sandbox, effort)?,
+    };
+    let side = match args.side {
+        Side::Component => "component",
+        Side::Native => "native",
+    };
+    println!("{}: {} calls, {side} side", row.name, args.calls);
+    Ok(())
 }
 
 fn run_suite(args: &SuiteArgs) -> Result<(), Error> {
