@@ -170,7 +170,7 @@ fn interleaved(
         Sides::Subject => (true, false),
         Sides::Baseline => (false, true),
     };
-    if effort.sides == Sides::Both {
+    if run_subject && run_baseline {
         batch(&mut subject)?;
         batch(&mut baseline)?;
     }

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use super::ComponentArgs;
 use crate::bench::load::{self, LoadOptions};
-use crate::bench::micro::{self, Comparison, Effort, Sides};
+use crate::bench::micro::{self, Effort, Sides};
 use crate::bench::suite::{self, EndToEnd, RedisChoice, SuiteOptions};
 use crate::error::Error;
 use crate::sandbox::bindings::types::SignType;
@@ -151,18 +151,20 @@ fn run_repeat(args: &RepeatArgs) -> Result<(), Error> {
         Side::Native => Sides::Baseline,
     };
     let effort = Effort::repeat(sides, args.calls);
-    let row: Comparison = match args.row {
+    let row = match args.row {
         Row::SignMd5 => micro::sign(&sandbox, effort, SignType::Md5)?,
         Row::SignHmac => micro::sign(&sandbox, effort, SignType::HmacSha256)?,
         Row::SignPackedMd5 => micro::sign_packed(&sandbox, effort, SignType::Md5)?,
         Row::SignPackedHmac => micro::sign_packed(&sandbox, effort, SignType::HmacSha256)?,
         Row::Verify => micro::verify(&sandbox, effort)?,
     };
-    let side = match args.side {
-        Side::Component => "component",
-        Side::Native => "native",
-    };
-    println!("{}: {} calls, {side} side", row.name, args.calls);
+    let side = args.side.to_possible_value().map(|v| v.get_name().to_owned());
+    println!(
+        "{}: {} calls, {} side",
+        row.name,
+        args.calls,
+        side.unwrap_or_default()
+    );
     Ok(())
 }
 
