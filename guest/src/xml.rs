@@ -172,7 +172,9 @@ impl<'a> FlatReader<'a> {
     fn new(text: &'a str, root: &'a str) -> Self {
         let mut reader = Reader::from_str(text);
         let config = reader.config_mut();
-        config.check_end_names = true;
+        // `close` matches every end tag against the element it must end,
+        // so quick-xml need not compare the names a second time.
+        config.check_end_names = false;
         config.expand_empty_elements = false;
         config.trim_text(false);
         Self {
@@ -293,9 +295,24 @@ impl<'a> FlatReader<'a> {
                 self.place = Place::InRoot;
                 self.insert(field, value)
             }
+            Place::InField { name: field, .. } => Err(self.wrong_end_tag(&field, name)),
             Place::InRoot if name == self.root => Ok(()),
-            _ => Err(Error::xml(XmlReason::Malformed, "unexpected end tag")),
+            Place::InRoot => Err(self.wrong_end_tag(self.root, name)),
+            Place::BeforeRoot | Place::AfterRoot => Err(Error::xml(
+                XmlReason::Malformed,
+                format!("</{name}> closes no element"),
+            )),
         }
+    }
+
+    fn wrong_end_tag(&self, open: &str, found: &str) -> Error {
+        Error::xml(
+            XmlReason::Malformed,
+            format!(
+                "</{found}> where </{open}> was due, at byte {}",
+                self.reader.buffer_position()
+            ),
+        )
     }
 
     /// Inserts a field whose name [`Self::open`] checked.

@@ -104,6 +104,29 @@ fn shape_violations_have_reasons() {
     );
 }
 
+/// The reader matches each end tag against the element it must close
+/// (quick-xml does not compare the names a second time): a wrong one is
+/// refused, and the detail names the tag that was due.
+#[test]
+fn end_tags_must_close_the_element_that_is_open() {
+    let detail = |body: &[u8]| match xml::parse(body) {
+        Err(Error::XmlRejected(e)) if e.reason == XmlReason::Malformed => e.detail,
+        other => panic!("expected a malformed-XML refusal, got {other:?}"),
+    };
+    assert_eq!(
+        detail(b"<xml><a>1</b></xml>"),
+        "</b> where </a> was due, at byte 13"
+    );
+    assert_eq!(
+        detail(b"<xml><a>1</a></root>"),
+        "</root> where </xml> was due, at byte 20"
+    );
+    assert_eq!(xml_reason(b"</xml>"), XmlReason::Malformed);
+    assert_eq!(xml_reason(b"<xml></xml></xml>"), XmlReason::Malformed);
+    let spaced = xml::parse(b"<xml><a>1</a ></xml\n>").expect("spaces before `>`");
+    assert_eq!(spaced.get("a").map(String::as_str), Some("1"));
+}
+
 #[test]
 fn duplicate_fields_are_refused() {
     assert_eq!(
