@@ -59,3 +59,14 @@ pub use error::{Error, Result};
 pub use merchant::{Merchant, MerchantConfig};
 pub use params::Params;
 pub use sign::{ApiKey, SignType};
+
+/// The component's allocator: dlmalloc's Rust port, the one Rust's std uses
+/// on `wasm32-unknown-unknown`. On wasip2, std would route every allocation
+/// through wasi-libc (`__rdl_alloc`, then `malloc`, then the same dlmalloc
+/// algorithm), and those calls cost about half of each allocation's
+/// instructions. The boundary allocates once per string (`cabi_realloc`),
+/// so that cost is paid per field. It takes memory with `memory.grow`
+/// alone, so the component imports nothing more.
+#[cfg(target_arch = "wasm32")]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
