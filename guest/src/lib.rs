@@ -61,12 +61,13 @@ pub use params::Params;
 pub use sign::{ApiKey, SignType};
 
 /// The component's allocator: dlmalloc's Rust port, the one Rust's std uses
-/// on `wasm32-unknown-unknown`. On wasip2, std would route every allocation
-/// through wasi-libc (`__rdl_alloc`, then `malloc`, then the same dlmalloc
-/// algorithm), and those calls cost about half of each allocation's
-/// instructions. The boundary allocates once per string (`cabi_realloc`),
-/// so that cost is paid per field. It takes memory with `memory.grow`
-/// alone, so the component imports nothing more.
+/// on `wasm32-unknown-unknown`. On wasip2, std's default passes every
+/// allocation through two more calls (`__rdl_alloc`, then wasi-libc's
+/// `malloc`, in front of the same dlmalloc algorithm) and every free through
+/// two more, about a quarter of what an allocation cost in all. The boundary
+/// allocates once per string (`cabi_realloc`), so that is paid per field.
+/// It takes memory with `memory.grow` alone: the component imports nothing
+/// more.
 #[cfg(target_arch = "wasm32")]
 #[global_allocator]
 static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
