@@ -19,6 +19,7 @@
 use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use quick_xml::Reader;
 use quick_xml::events::{BytesRef, BytesStart, Event};
@@ -164,8 +165,52 @@ struct FlatReader<'a> {
     reader: Reader<&'a [u8]>,
     root: &'a str,
     place: Place,
-    fields: Params,
+    fields: Fields,
     seen_declaration: bool,
+}
+
+/// The fields read so far. WeChat sends them in name order, so they stay a
+/// list while each name sorts after the one before, and become a map at the
+/// end or at the first that does not (where a duplicate is refused, as an
+/// insert into the map would refuse it). Inserting one at a time into a
+/// B-tree compares the name with every key before it in its leaf; in the
+/// component each comparison is a call to wasi-libc's byte-wise `memcmp`.
+enum Fields {
+    InOrder(Vec<(String, String)>),
+    Map(Params),
+}
+
+impl Fields {
+    fn is_empty(&self) -> bool {
+        match self {
+            Self::InOrder(list) => list.is_empty(),
+            Self::Map(map) => map.is_empty(),
+        }
+    }
+
+    /// Adds a field whose name [`params::check_field_name`] has accepted.
+    fn insert(&mut self, name: String, value: String) -> Result<()> {
+        match self {
+            Self::InOrder(list) if list.last().is_none_or(|(last, _)| *last < name) => {
+                list.push((name, value));
+                Ok(())
+            }
+            Self::InOrder(list) => {
+                let mut map: Params = core::mem::take(list).into_iter().collect();
+                params::insert_unique(&mut map, name, value)?;
+                *self = Self::Map(map);
+                Ok(())
+            }
+            Self::Map(map) => params::insert_unique(map, name, value),
+        }
+    }
+
+    fn into_params(self) -> Params {
+        match self {
+            Self::InOrder(list) => list.into_iter().collect(),
+            Self::Map(map) => map,
+        }
+    }
 }
 
 impl<'a> FlatReader<'a> {
@@ -181,7 +226,7 @@ impl<'a> FlatReader<'a> {
             reader,
             root,
             place: Place::BeforeRoot,
-            fields: Params::new(),
+            fields: Fields::InOrder(Vec::new()),
             seen_declaration: false,
         }
     }
@@ -196,7 +241,7 @@ impl<'a> FlatReader<'a> {
             })?;
             if matches!(event, Event::Eof) {
                 return match self.place {
-                    Place::AfterRoot => Ok(self.fields),
+                    Place::AfterRoot => Ok(self.fields.into_params()),
                     Place::BeforeRoot => Err(Error::xml(XmlReason::Malformed, "no root element")),
                     _ => Err(Error::xml(
                         XmlReason::Malformed,
@@ -317,7 +362,7 @@ impl<'a> FlatReader<'a> {
 
     /// Inserts a field whose name [`Self::open`] checked.
     fn insert(&mut self, name: String, value: String) -> Result<()> {
-        params::insert_unique(&mut self.fields, name, value)
+        self.fields.insert(name, value)
     }
 
     fn text(&mut self, text: &str) -> Result<()> {

@@ -69,6 +69,19 @@ proptest! {
         prop_assert_eq!(read, Ok(p));
     }
 
+    /// Fields in any order, repeats included, read as inserting them one
+    /// at a time in document order would: the same map, or the same
+    /// duplicate refused (the reader keeps them as a list while they come
+    /// in name order, and builds the map when one does not).
+    #[test]
+    fn xml_fields_in_any_order_read_as_inserted_one_by_one(
+        pairs in prop::collection::vec(("[ab_]{1,3}", "[a-z0-9]{0,3}"), 0..10),
+    ) {
+        let body: String = pairs.iter().map(|(k, v)| format!("<{k}>{v}</{k}>")).collect();
+        let read = xml::parse(format!("<xml>{body}</xml>").as_bytes());
+        prop_assert_eq!(read, params::from_pairs(pairs));
+    }
+
     #[test]
     fn sign_then_verify_and_any_one_char_change_fails(
         pairs in unique_params(),
