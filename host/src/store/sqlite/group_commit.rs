@@ -20,7 +20,10 @@
 //! hands the change to the writing thread and returns a future: the hot
 //! paths (a notification's write) hold no thread while their batch waits
 //! for the disk, and the writing thread runs a whole queue of them in one
-//! batch without a thread switch between them.
+//! batch without a thread switch between them. Submitted changes wait in
+//! an inbox with a lock of its own, so a submitter (an async worker) never
+//! waits while the writing thread runs a batch: it would stall every
+//! other request that worker serves.
 //!
 //! What stays true:
 //! - **Nothing is answered before it is durable.** A writer gets its
@@ -149,14 +152,32 @@ pub(super) struct GroupCommit {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// What the writers and the writing thread share.
+/// What the writers and the writing thread share. Whoever takes both
+/// locks takes the writer's first.
 struct Shared {
     writer: Mutex<Writer>,
     /// Blocking writers waiting for the writer lock: while there are any,
     /// the current writer leaves the batch open for them.
     queued: AtomicUsize,
-    /// Signalled, with the writer lock, when there is work for the thread.
+    /// What the writing thread has to do, behind a lock held only briefly.
+    inbox: Mutex<Inbox>,
+    /// Signalled, with the inbox lock, when there is work for the thread.
     work: Condvar,
+}
+
+/// Work for the writing thread, behind [`Shared::inbox`].
+#[derive(Default)]
+struct Inbox {
+    /// Submitted changes waiting for the writing thread.
+    jobs: Vec<Job>,
+    /// A blocking writer committed a batch (to be flushed) or left one open
+    /// (to be committed).
+    poked: bool,
+    /// What the writing thread is waiting for, if it is waiting on
+    /// [`Shared::work`]: a submitter wakes it only when it has to.
+    waiting: Waiting,
+    /// The store is closing; the writing thread stops once idle.
+    closing: bool,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -176,27 +197,21 @@ pub(super) struct Writer {
     /// Whether a committed batch still needs a flush (false: `COMMIT` is
     /// durable by itself, or durability is not wanted).
     flushes: bool,
-    /// Submitted changes waiting for the writing thread.
-    jobs: Vec<Job>,
     /// Batches committed to the WAL and waiting for a flush.
     unflushed: Vec<Arc<Outcome>>,
     /// The writing thread is waiting for the disk.
     flushing: bool,
-    /// What the writing thread is waiting for, if it is waiting on
-    /// [`Shared::work`]: a submitter wakes it only when it has to.
-    waiting: Waiting,
     /// Set by a failed flush: nothing more is written.
     broken: Option<String>,
-    /// The store is closing; the writing thread stops once idle.
-    closing: bool,
     /// Totals since the store opened.
     stats: CommitStats,
 }
 
 /// Why the writing thread sleeps on [`Shared::work`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Waiting {
     /// It is running changes or flushing, and looks for new work after.
+    #[default]
     No,
     /// It has nothing to do: any new work must wake it.
     ForWork,
@@ -237,15 +252,13 @@ impl GroupCommit {
                 open: None,
                 changes: 0,
                 flushes: flush.is_some(),
-                jobs: Vec::new(),
                 unflushed: Vec::new(),
                 flushing: false,
-                waiting: Waiting::No,
                 broken: None,
-                closing: false,
                 stats: CommitStats::default(),
             }),
             queued: AtomicUsize::new(0),
+            inbox: Mutex::default(),
             work: Condvar::new(),
         });
         let serving = Arc::clone(&shared);
@@ -290,13 +303,16 @@ impl GroupCommit {
                 return Err(broken);
             }
         };
-        let others_coming =
-            shared.queued.load(Ordering::SeqCst) > 0 || writer.flushing || !writer.jobs.is_empty();
+        let others_coming = shared.queued.load(Ordering::SeqCst) > 0
+            || writer.flushing
+            || !shared.inbox().jobs.is_empty();
         if !others_coming || writer.changes >= MAX_BATCH {
             writer.commit();
-            shared.work.notify_one();
         }
         drop(writer);
+        // The writing thread flushes the batch, or commits it if it is left
+        // open and nobody else does.
+        shared.poke();
         let ended = batch.wait();
         match (change, ended) {
             (Change::Panicked(payload), _) => resume_unwind(payload),
@@ -316,12 +332,12 @@ impl GroupCommit {
         let (answer, answered) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move |writer: &mut Writer| writer.run_submitted(change, answer));
         let wake = {
-            let mut writer = self.lock();
-            writer.jobs.push(job);
-            match writer.waiting {
+            let mut inbox = self.shared.inbox();
+            inbox.jobs.push(job);
+            match inbox.waiting {
                 Waiting::No => false,
                 Waiting::ForWork => true,
-                Waiting::ForBatchToFill => writer.jobs.len() >= MAX_BATCH,
+                Waiting::ForBatchToFill => inbox.jobs.len() >= MAX_BATCH,
             }
         };
         // A thread woken for nothing costs two context switches.
@@ -354,7 +370,7 @@ impl Drop for GroupCommit {
     /// Stops the writing thread once it has run every submitted change and
     /// flushed every batch.
     fn drop(&mut self) {
-        self.lock().closing = true;
+        self.shared.inbox().closing = true;
         self.shared.work.notify_all();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -367,57 +383,82 @@ impl Shared {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the writing thread a blocking writer committed or left a batch
+    /// open; wakes it only if it is waiting for work.
+    fn poke(&self) {
+        let wake = {
+            let mut inbox = self.inbox();
+            inbox.poked = true;
+            inbox.waiting == Waiting::ForWork
+        };
+        if wake {
+            self.work.notify_one();
+        }
+    }
+
     /// A batch is open and nobody is queued to join it: its writers left
     /// it to this thread (they saw a flush in flight or changes queued).
     fn left_open(&self, writer: &Writer) -> bool {
         writer.open.is_some() && self.queued.load(Ordering::SeqCst) == 0
     }
 
+    /// Waits for work and takes the submitted changes; after a busy round
+    /// (`busy`: it ran more than one change), lets them gather first.
+    /// `None` once the store is closing and nothing is left to do.
+    fn next_jobs(&self, busy: bool) -> Option<Vec<Job>> {
+        let mut inbox = self.inbox();
+        while inbox.jobs.is_empty() && !inbox.poked {
+            if inbox.closing {
+                return None;
+            }
+            inbox.waiting = Waiting::ForWork;
+            inbox = self
+                .work
+                .wait(inbox)
+                .unwrap_or_else(PoisonError::into_inner);
+            inbox.waiting = Waiting::No;
+        }
+        if busy {
+            inbox = self.gather(inbox);
+        }
+        inbox.poked = false;
+        Some(std::mem::take(&mut inbox.jobs))
+    }
+
     /// Under load, lets the next batch fill for up to [`COMMIT_DELAY`]
     /// (or until it is full) before running it: one commit and one flush
     /// then carry several times the changes, and the WAL takes each
     /// changed page once per batch instead of once per change.
-    fn gather<'a>(&'a self, mut writer: MutexGuard<'a, Writer>) -> MutexGuard<'a, Writer> {
+    fn gather<'a>(&'a self, mut inbox: MutexGuard<'a, Inbox>) -> MutexGuard<'a, Inbox> {
         let until = std::time::Instant::now() + COMMIT_DELAY;
-        while writer.jobs.len() < MAX_BATCH && !writer.closing {
+        while inbox.jobs.len() < MAX_BATCH && !inbox.closing {
             let left = until.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
                 break;
             }
-            writer.waiting = Waiting::ForBatchToFill;
-            writer = self
+            inbox.waiting = Waiting::ForBatchToFill;
+            inbox = self
                 .work
-                .wait_timeout(writer, left)
+                .wait_timeout(inbox, left)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
-            writer.waiting = Waiting::No;
+            inbox.waiting = Waiting::No;
         }
-        writer
+        inbox
     }
 
     /// The writing thread: runs the submitted changes in one batch,
     /// commits the open batch, flushes, tells the writers; round again.
     fn serve(&self, flush: Option<&Flush>) {
-        let mut writer = self.lock();
         let mut busy = false;
-        loop {
-            while writer.jobs.is_empty() && writer.unflushed.is_empty() && !self.left_open(&writer)
-            {
-                if writer.closing {
-                    return;
-                }
-                writer.waiting = Waiting::ForWork;
-                writer = self
-                    .work
-                    .wait(writer)
-                    .unwrap_or_else(PoisonError::into_inner);
-                writer.waiting = Waiting::No;
-            }
-            if busy {
-                writer = self.gather(writer);
-            }
+        while let Some(jobs) = self.next_jobs(busy) {
+            let mut writer = self.lock();
             let before = writer.stats.changes;
-            for job in std::mem::take(&mut writer.jobs) {
+            for job in jobs {
                 job(&mut writer);
                 if writer.changes >= MAX_BATCH {
                     writer.commit();
@@ -434,7 +475,7 @@ impl Shared {
             writer.flushing = true;
             drop(writer);
             let flushed = flush().map_err(|e| format!("flush the WAL: {e}"));
-            writer = self.lock();
+            let mut writer = self.lock();
             writer.flushing = false;
             writer.stats.flushes += 1;
             if let Err(why) = &flushed {
@@ -445,7 +486,6 @@ impl Shared {
             for batch in batches {
                 batch.set(flushed.clone());
             }
-            writer = self.lock();
         }
     }
 }
@@ -788,6 +828,36 @@ mod tests {
         assert_eq!(stats.changes, 4 * MAX_BATCH as u64);
         assert!(stats.commits < stats.changes, "grouped: {stats:?}");
         assert_eq!(stats.flushes, flushed.load(Ordering::SeqCst) as u64);
+    }
+
+    #[test]
+    fn submitting_does_not_wait_for_the_change_being_run() {
+        let gc = store();
+        let (entered, wait_entered) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let running = gc.submit(move |conn| {
+            entered.send(()).unwrap();
+            released.recv().unwrap();
+            insert(1, None)(conn)
+        });
+        wait_entered.recv().unwrap();
+        let (submitted, wait_submitted) = mpsc::channel();
+        let next = thread::scope(|scope| {
+            let submitter = scope.spawn(|| {
+                let next = gc.submit(insert(2, None));
+                submitted.send(()).unwrap();
+                next
+            });
+            // Under the old single lock this waited until the release below.
+            let prompt = wait_submitted.recv_timeout(std::time::Duration::from_secs(5));
+            release.send(()).unwrap();
+            assert!(prompt.is_ok(), "submit waited for the running change");
+            submitter.join().unwrap()
+        });
+        let rt = runtime();
+        assert_eq!(rt.block_on(running).unwrap(), 1);
+        assert_eq!(rt.block_on(next).unwrap(), 2);
+        assert_eq!(rows(&gc), [1, 2]);
     }
 
     /// A flush that waits for the test to allow it, counting how many ran.
