@@ -52,12 +52,17 @@
 //! A batch closes when nobody is queued to join it and no flush is in
 //! flight, or when it reaches [`MAX_BATCH`] changes, so a steady stream
 //! still commits regularly and an idle store commits and flushes each
-//! change at once.
+//! change at once. Under load (the writing thread's last round ran more
+//! than one change), the writing thread keeps its batch open for
+//! [`COMMIT_DELAY`] and runs submitted changes as they arrive, in slices:
+//! the batch's changes run while the requests behind the next ones are
+//! still being handled, instead of all of them after the delay.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -67,10 +72,16 @@ use super::super::error::{SqlContext as _, StoreError};
 /// Most changes one commit carries.
 pub(super) const MAX_BATCH: usize = 256;
 
-/// How long the writing thread lets a batch fill while changes keep
+/// How long the writing thread keeps a batch open while changes keep
 /// coming (the last batch had more than one), like PostgreSQL's
-/// `commit_delay`: an idle store still commits each change at once.
-pub(super) const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+/// `commit_delay`, running each change as it arrives: an idle store still
+/// commits each change at once.
+pub(super) const COMMIT_DELAY: Duration = Duration::from_millis(1);
+
+/// While a batch fills, how long the writing thread waits before it runs
+/// what has arrived: long enough that submitters need not wake it for
+/// each change.
+const FILL_SLICE: Duration = Duration::from_micros(250);
 
 /// Makes everything committed so far durable: flushes the WAL file.
 pub(super) type Flush = Box<dyn Fn() -> std::io::Result<()> + Send + Sync>;
@@ -163,6 +174,8 @@ struct Shared {
     inbox: Mutex<Inbox>,
     /// Signalled, with the inbox lock, when there is work for the thread.
     work: Condvar,
+    /// How long a batch stays open under load: [`COMMIT_DELAY`].
+    commit_delay: Duration,
 }
 
 /// Work for the writing thread, behind [`Shared::inbox`].
@@ -215,7 +228,8 @@ enum Waiting {
     No,
     /// It has nothing to do: any new work must wake it.
     ForWork,
-    /// It lets the next batch fill: only a full batch cuts that short.
+    /// It waits a [`FILL_SLICE`] while the batch fills: only a full
+    /// batch's worth of submitted changes cuts that short.
     ForBatchToFill,
 }
 
@@ -246,6 +260,14 @@ impl GroupCommit {
     /// make all it committed durable. Without, a `COMMIT` that returns is
     /// taken as the end (durable already, or durability not wanted: memory).
     pub(super) fn new(conn: Connection, flush: Option<Flush>) -> std::io::Result<Self> {
+        Self::with_commit_delay(conn, flush, COMMIT_DELAY)
+    }
+
+    fn with_commit_delay(
+        conn: Connection,
+        flush: Option<Flush>,
+        commit_delay: Duration,
+    ) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer {
                 conn,
@@ -260,6 +282,7 @@ impl GroupCommit {
             queued: AtomicUsize::new(0),
             inbox: Mutex::default(),
             work: Condvar::new(),
+            commit_delay,
         });
         let serving = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -406,10 +429,9 @@ impl Shared {
         writer.open.is_some() && self.queued.load(Ordering::SeqCst) == 0
     }
 
-    /// Waits for work and takes the submitted changes; after a busy round
-    /// (`busy`: it ran more than one change), lets them gather first.
-    /// `None` once the store is closing and nothing is left to do.
-    fn next_jobs(&self, busy: bool) -> Option<Vec<Job>> {
+    /// Waits for work and takes the submitted changes. `None` once the
+    /// store is closing and nothing is left to do.
+    fn next_jobs(&self) -> Option<Vec<Job>> {
         let mut inbox = self.inbox();
         while inbox.jobs.is_empty() && !inbox.poked {
             if inbox.closing {
@@ -422,46 +444,52 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
             inbox.waiting = Waiting::No;
         }
-        if busy {
-            inbox = self.gather(inbox);
-        }
         inbox.poked = false;
         Some(std::mem::take(&mut inbox.jobs))
     }
 
-    /// Under load, lets the next batch fill for up to [`COMMIT_DELAY`]
-    /// (or until it is full) before running it: one commit and one flush
-    /// then carry several times the changes, and the WAL takes each
-    /// changed page once per batch instead of once per change.
-    fn gather<'a>(&'a self, mut inbox: MutexGuard<'a, Inbox>) -> MutexGuard<'a, Inbox> {
-        let until = std::time::Instant::now() + COMMIT_DELAY;
-        while inbox.jobs.len() < MAX_BATCH && !inbox.closing {
-            let left = until.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
+    /// While a batch fills, takes what was submitted since the last look,
+    /// waiting up to [`FILL_SLICE`] for something to arrive. `None` once
+    /// `until` has passed or the store is closing.
+    fn jobs_before(&self, until: Instant) -> Option<Vec<Job>> {
+        let mut inbox = self.inbox();
+        loop {
+            if !inbox.jobs.is_empty() {
+                return Some(std::mem::take(&mut inbox.jobs));
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() || inbox.closing {
+                return None;
             }
             inbox.waiting = Waiting::ForBatchToFill;
             inbox = self
                 .work
-                .wait_timeout(inbox, left)
+                .wait_timeout(inbox, left.min(FILL_SLICE))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
             inbox.waiting = Waiting::No;
         }
-        inbox
     }
 
     /// The writing thread: runs the submitted changes in one batch,
     /// commits the open batch, flushes, tells the writers; round again.
     fn serve(&self, flush: Option<&Flush>) {
         let mut busy = false;
-        while let Some(jobs) = self.next_jobs(busy) {
+        while let Some(jobs) = self.next_jobs() {
+            // Under load the batch stays open for the commit delay, and
+            // what arrives meanwhile runs at once: the changes run while
+            // the callers of the next ones are still at work, not after.
+            let fill_until = busy.then(|| Instant::now() + self.commit_delay);
             let mut writer = self.lock();
             let before = writer.stats.changes;
-            for job in jobs {
-                job(&mut writer);
-                if writer.changes >= MAX_BATCH {
-                    writer.commit();
+            writer.run_jobs(jobs);
+            while let Some(until) = fill_until.filter(|_| writer.open.is_some()) {
+                drop(writer);
+                let more = self.jobs_before(until);
+                writer = self.lock();
+                match more {
+                    Some(jobs) => writer.run_jobs(jobs),
+                    None => break,
                 }
             }
             if self.left_open(&writer) {
@@ -513,6 +541,17 @@ impl Writer {
                 op: "write",
                 detail: format!("the store stopped writing after a failed flush: {why}"),
             }),
+        }
+    }
+
+    /// Runs submitted changes in the open batch, committing it whenever it
+    /// is full.
+    fn run_jobs(&mut self, jobs: Vec<Job>) {
+        for job in jobs {
+            job(self);
+            if self.changes >= MAX_BATCH {
+                self.commit();
+            }
         }
     }
 
@@ -866,6 +905,10 @@ mod tests {
     }
 
     fn gated() -> (GroupCommit, Gate) {
+        gated_with_commit_delay(COMMIT_DELAY)
+    }
+
+    fn gated_with_commit_delay(commit_delay: Duration) -> (GroupCommit, Gate) {
         let (allow, allowed) = mpsc::sync_channel::<Result<(), String>>(16);
         let allowed = Mutex::new(allowed);
         let flush: Flush = Box::new(move || {
@@ -875,7 +918,8 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER);")
             .unwrap();
-        (GroupCommit::new(conn, Some(flush)).unwrap(), Gate { allow })
+        let gc = GroupCommit::with_commit_delay(conn, Some(flush), commit_delay).unwrap();
+        (gc, Gate { allow })
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -936,6 +980,54 @@ mod tests {
             (4, 2, 2),
             "{stats:?}"
         );
+    }
+
+    #[test]
+    fn under_load_changes_run_as_they_arrive_and_share_the_open_batch() {
+        // A delay no test run waits out: closing the store ends the batch.
+        let (gc, gate) = gated_with_commit_delay(Duration::from_secs(600));
+        let rt = runtime();
+        // A lone change, then two submitted during its flush: the round
+        // that runs those two is busy, so the next batch is kept open.
+        let lone = gc.submit(insert(1, None));
+        until_flushing(&gc);
+        let busy = [gc.submit(insert(2, None)), gc.submit(insert(3, None))];
+        gate.allow.send(Ok(())).unwrap();
+        while !{
+            let writer = gc.lock();
+            writer.flushing && writer.stats.changes == 3
+        } {
+            thread::yield_now();
+        }
+        gate.allow.send(Ok(())).unwrap();
+        assert_eq!(rt.block_on(lone).unwrap(), 1);
+        for (answer, id) in busy.into_iter().zip([2, 3]) {
+            assert_eq!(rt.block_on(answer).unwrap(), id);
+        }
+
+        let (ran, runs) = mpsc::channel();
+        let noted = |id: i64| {
+            let ran = ran.clone();
+            move |conn: &Connection| {
+                ran.send(id).unwrap();
+                insert(id, None)(conn)
+            }
+        };
+        let patience = Duration::from_secs(10);
+        let first = gc.submit(noted(4));
+        assert_eq!(runs.recv_timeout(patience), Ok(4), "waited for the delay");
+        let second = gc.submit(noted(5));
+        assert_eq!(runs.recv_timeout(patience), Ok(5), "waited for the delay");
+        let stats = gc.stats();
+        assert_eq!(
+            (stats.changes, stats.commits),
+            (5, 2),
+            "both are in the open batch: {stats:?}"
+        );
+        gate.allow.send(Ok(())).unwrap();
+        drop(gc);
+        assert_eq!(rt.block_on(first).unwrap(), 4);
+        assert_eq!(rt.block_on(second).unwrap(), 5);
     }
 
     #[test]
