@@ -449,17 +449,16 @@ impl Shared {
     }
 
     /// While a batch fills, takes what was submitted since the last look,
-    /// waiting up to [`FILL_SLICE`] for something to arrive. `None` once
-    /// `until` has passed or the store is closing.
-    fn jobs_before(&self, until: Instant) -> Option<Vec<Job>> {
+    /// waiting up to [`FILL_SLICE`] for something to arrive; and whether
+    /// the batch stays open after these (false once `until` has passed or
+    /// the store is closing).
+    fn jobs_before(&self, until: Instant) -> (Vec<Job>, bool) {
         let mut inbox = self.inbox();
         loop {
-            if !inbox.jobs.is_empty() {
-                return Some(std::mem::take(&mut inbox.jobs));
-            }
             let left = until.saturating_duration_since(Instant::now());
-            if left.is_zero() || inbox.closing {
-                return None;
+            let open = !left.is_zero() && !inbox.closing;
+            if !inbox.jobs.is_empty() || !open {
+                return (std::mem::take(&mut inbox.jobs), open);
             }
             inbox.waiting = Waiting::ForBatchToFill;
             inbox = self
@@ -485,11 +484,11 @@ impl Shared {
             writer.run_jobs(jobs);
             while let Some(until) = fill_until.filter(|_| writer.open.is_some()) {
                 drop(writer);
-                let more = self.jobs_before(until);
+                let (jobs, open) = self.jobs_before(until);
                 writer = self.lock();
-                match more {
-                    Some(jobs) => writer.run_jobs(jobs),
-                    None => break,
+                writer.run_jobs(jobs);
+                if !open {
+                    break;
                 }
             }
             if self.left_open(&writer) {
