@@ -53,10 +53,13 @@
 //! flight, or when it reaches [`MAX_BATCH`] changes, so a steady stream
 //! still commits regularly and an idle store commits and flushes each
 //! change at once. Under load (the writing thread's last round ran more
-//! than one change), the writing thread keeps its batch open for
-//! [`COMMIT_DELAY`] and runs submitted changes as they arrive, in slices:
-//! the batch's changes run while the requests behind the next ones are
-//! still being handled, instead of all of them after the delay.
+//! than one change), a store that flushes keeps the writing thread's batch
+//! open for [`COMMIT_DELAY`] and runs submitted changes as they arrive, in
+//! slices: the batch's changes run while the requests behind the next ones
+//! are still being handled, instead of all of them after the delay. In
+//! memory, where nothing is flushed and readers share the writer's
+//! connection, a batch is never kept open that way: they would see changes
+//! not yet committed.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -73,7 +76,7 @@ use super::super::error::{SqlContext as _, StoreError};
 pub(super) const MAX_BATCH: usize = 256;
 
 /// How long the writing thread keeps a batch open while changes keep
-/// coming (the last batch had more than one), like PostgreSQL's
+/// coming (its last round ran more than one), like PostgreSQL's
 /// `commit_delay`, running each change as it arrives: an idle store still
 /// commits each change at once.
 pub(super) const COMMIT_DELAY: Duration = Duration::from_millis(1);
@@ -214,6 +217,9 @@ pub(super) struct Writer {
     unflushed: Vec<Arc<Outcome>>,
     /// The writing thread is waiting for the disk.
     flushing: bool,
+    /// The writing thread keeps the open batch open for changes still to
+    /// come, and commits it when its commit delay is over.
+    filling: bool,
     /// Set by a failed flush: nothing more is written.
     broken: Option<String>,
     /// Totals since the store opened.
@@ -229,7 +235,8 @@ enum Waiting {
     /// It has nothing to do: any new work must wake it.
     ForWork,
     /// It waits a [`FILL_SLICE`] while the batch fills: only a full
-    /// batch's worth of submitted changes cuts that short.
+    /// batch's worth of submitted changes, or the store closing, cuts that
+    /// short.
     ForBatchToFill,
 }
 
@@ -276,6 +283,7 @@ impl GroupCommit {
                 flushes: flush.is_some(),
                 unflushed: Vec::new(),
                 flushing: false,
+                filling: false,
                 broken: None,
                 stats: CommitStats::default(),
             }),
@@ -328,6 +336,7 @@ impl GroupCommit {
         };
         let others_coming = shared.queued.load(Ordering::SeqCst) > 0
             || writer.flushing
+            || writer.filling
             || !shared.inbox().jobs.is_empty();
         if !others_coming || writer.changes >= MAX_BATCH {
             writer.commit();
@@ -423,8 +432,9 @@ impl Shared {
         }
     }
 
-    /// A batch is open and nobody is queued to join it: its writers left
-    /// it to this thread (they saw a flush in flight or changes queued).
+    /// A batch is open and nobody is queued to join it: this thread kept it
+    /// open, or its writers left it to this thread (they saw a flush in
+    /// flight, the batch filling, or changes queued).
     fn left_open(&self, writer: &Writer) -> bool {
         writer.open.is_some() && self.queued.load(Ordering::SeqCst) == 0
     }
@@ -448,10 +458,10 @@ impl Shared {
         Some(std::mem::take(&mut inbox.jobs))
     }
 
-    /// While a batch fills, takes what was submitted since the last look,
-    /// waiting up to [`FILL_SLICE`] for something to arrive; and whether
-    /// the batch stays open after these (false once `until` has passed or
-    /// the store is closing).
+    /// While a batch fills, waits until something has been submitted,
+    /// looking every [`FILL_SLICE`] (submitters do not wake it), or until
+    /// `until`; takes what is there, and says whether the batch stays open
+    /// after it (not once `until` has passed or the store is closing).
     fn jobs_before(&self, until: Instant) -> (Vec<Job>, bool) {
         let mut inbox = self.inbox();
         loop {
@@ -470,26 +480,43 @@ impl Shared {
         }
     }
 
-    /// The writing thread: runs the submitted changes in one batch,
-    /// commits the open batch, flushes, tells the writers; round again.
+    /// Keeps the open batch open until `until`, running what is submitted
+    /// meanwhile. The writer lock is let go between slices, so blocking
+    /// writers join the batch too (and leave it to this thread to commit).
+    fn fill<'a>(
+        &'a self,
+        mut writer: MutexGuard<'a, Writer>,
+        until: Instant,
+    ) -> MutexGuard<'a, Writer> {
+        writer.filling = true;
+        while writer.open.is_some() {
+            drop(writer);
+            let (jobs, open) = self.jobs_before(until);
+            writer = self.lock();
+            writer.run_jobs(jobs);
+            if !open {
+                break;
+            }
+        }
+        writer.filling = false;
+        writer
+    }
+
+    /// The writing thread: runs the submitted changes in the open batch
+    /// (under load, keeping it open for the commit delay), commits it,
+    /// flushes, tells the writers; round again.
     fn serve(&self, flush: Option<&Flush>) {
         let mut busy = false;
         while let Some(jobs) = self.next_jobs() {
-            // Under load the batch stays open for the commit delay, and
-            // what arrives meanwhile runs at once: the changes run while
-            // the callers of the next ones are still at work, not after.
-            let fill_until = busy.then(|| Instant::now() + self.commit_delay);
+            // The changes run while the callers of the next ones are still
+            // at work, not after the delay.
+            let fill_until =
+                (busy && flush.is_some()).then(|| Instant::now() + self.commit_delay);
             let mut writer = self.lock();
             let before = writer.stats.changes;
             writer.run_jobs(jobs);
-            while let Some(until) = fill_until.filter(|_| writer.open.is_some()) {
-                drop(writer);
-                let (jobs, open) = self.jobs_before(until);
-                writer = self.lock();
-                writer.run_jobs(jobs);
-                if !open {
-                    break;
-                }
+            if let Some(until) = fill_until {
+                writer = self.fill(writer, until);
             }
             if self.left_open(&writer) {
                 writer.commit();
@@ -981,15 +1008,12 @@ mod tests {
         );
     }
 
-    #[test]
-    fn under_load_changes_run_as_they_arrive_and_share_the_open_batch() {
-        // A delay no test run waits out: closing the store ends the batch.
-        let (gc, gate) = gated_with_commit_delay(Duration::from_secs(600));
-        let rt = runtime();
-        // A lone change, then two submitted during its flush: the round
-        // that runs those two is busy, so the next batch is kept open.
+    /// Runs a lone change, then two submitted during its flush: the round
+    /// that runs those two is busy, so the writing thread keeps its next
+    /// batch open. Every flush is allowed; all three are answered.
+    fn after_a_busy_round(gc: &GroupCommit, gate: &Gate, rt: &tokio::runtime::Runtime) {
         let lone = gc.submit(insert(1, None));
-        until_flushing(&gc);
+        until_flushing(gc);
         let busy = [gc.submit(insert(2, None)), gc.submit(insert(3, None))];
         gate.allow.send(Ok(())).unwrap();
         while !{
@@ -1003,6 +1027,39 @@ mod tests {
         for (answer, id) in busy.into_iter().zip([2, 3]) {
             assert_eq!(rt.block_on(answer).unwrap(), id);
         }
+    }
+
+    #[test]
+    fn a_blocking_writer_leaves_a_batch_kept_open_to_the_writing_thread() {
+        let (gc, gate) = gated_with_commit_delay(Duration::from_secs(1));
+        let rt = runtime();
+        after_a_busy_round(&gc, &gate, &rt);
+        let submitted = gc.submit(insert(4, None));
+        while gc.stats().changes < 4 {
+            thread::yield_now();
+        }
+        let (blocking, meanwhile) = thread::scope(|scope| {
+            let writer = scope.spawn(|| gc.write(insert(5, None)));
+            while gc.stats().changes < 5 {
+                thread::yield_now();
+            }
+            let meanwhile = gc.stats();
+            gate.allow.send(Ok(())).unwrap();
+            (writer.join().unwrap(), meanwhile)
+        });
+        assert_eq!(meanwhile.commits, 2, "committed before the delay: {meanwhile:?}");
+        assert_eq!(blocking.unwrap(), 5);
+        assert_eq!(rt.block_on(submitted).unwrap(), 4);
+        let stats = gc.stats();
+        assert_eq!((stats.commits, stats.flushes), (3, 3), "{stats:?}");
+    }
+
+    #[test]
+    fn under_load_changes_run_as_they_arrive_and_share_the_open_batch() {
+        // A delay no test run waits out: closing the store ends the batch.
+        let (gc, gate) = gated_with_commit_delay(Duration::from_secs(600));
+        let rt = runtime();
+        after_a_busy_round(&gc, &gate, &rt);
 
         let (ran, runs) = mpsc::channel();
         let noted = |id: i64| {
@@ -1027,6 +1084,39 @@ mod tests {
         drop(gc);
         assert_eq!(rt.block_on(first).unwrap(), 4);
         assert_eq!(rt.block_on(second).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_batch_kept_open_commits_at_its_deadline_while_changes_keep_coming() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER);")
+            .unwrap();
+        let flush: Flush = Box::new(|| Ok(()));
+        let delay = Duration::from_millis(10);
+        let gc = GroupCommit::with_commit_delay(conn, Some(flush), delay).unwrap();
+        // Each change takes 2 ms, and whenever one starts the next is
+        // submitted: the writing thread finds changes waiting at every look.
+        let (started, starts) = mpsc::channel();
+        let slow = |id: i64| {
+            let started = started.clone();
+            move |conn: &Connection| {
+                started.send(()).unwrap();
+                thread::sleep(Duration::from_millis(2));
+                insert(id, None)(conn)
+            }
+        };
+        let mut answers: Vec<_> = (1..=3).map(|id| gc.submit(slow(id))).collect();
+        for id in 4..=100 {
+            starts.recv().unwrap();
+            answers.push(gc.submit(slow(id)));
+        }
+        let rt = runtime();
+        for (answer, id) in answers.into_iter().zip(1..) {
+            assert_eq!(rt.block_on(answer).unwrap(), id);
+        }
+        // At least 200 ms of changes, in batches kept open for 10 ms.
+        let stats = gc.stats();
+        assert!(stats.commits >= 6, "a batch outlived its delay: {stats:?}");
     }
 
     #[test]
