@@ -861,16 +861,13 @@ mod tests {
 
     #[test]
     fn many_submitted_changes_from_many_threads_all_land_and_are_answered() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER);")
-            .unwrap();
         let flushed = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&flushed);
         let flush: Flush = Box::new(move || {
             counted.fetch_add(1, Ordering::SeqCst);
             Ok(())
         });
-        let gc = GroupCommit::new(conn, Some(flush)).unwrap();
+        let gc = flushed_by(flush, COMMIT_DELAY);
         let per_thread = MAX_BATCH as i64;
         thread::scope(|scope| {
             for t in 0..4_i64 {
@@ -941,11 +938,15 @@ mod tests {
             let outcome = allowed.lock().unwrap().recv().unwrap();
             outcome.map_err(std::io::Error::other)
         });
+        (flushed_by(flush, commit_delay), Gate { allow })
+    }
+
+    /// A store of rows whose batches `flush` makes durable.
+    fn flushed_by(flush: Flush, commit_delay: Duration) -> GroupCommit {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER);")
             .unwrap();
-        let gc = GroupCommit::with_commit_delay(conn, Some(flush), commit_delay).unwrap();
-        (gc, Gate { allow })
+        GroupCommit::with_commit_delay(conn, Some(flush), commit_delay).unwrap()
     }
 
     fn runtime() -> tokio::runtime::Runtime {
@@ -1088,12 +1089,7 @@ mod tests {
 
     #[test]
     fn a_batch_kept_open_commits_at_its_deadline_while_changes_keep_coming() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE row (id INTEGER PRIMARY KEY, parent INTEGER);")
-            .unwrap();
-        let flush: Flush = Box::new(|| Ok(()));
-        let delay = Duration::from_millis(10);
-        let gc = GroupCommit::with_commit_delay(conn, Some(flush), delay).unwrap();
+        let gc = flushed_by(Box::new(|| Ok(())), Duration::from_millis(10));
         // Each change takes 2 ms, and whenever one starts the next is
         // submitted: the writing thread finds changes waiting at every look.
         let (started, starts) = mpsc::channel();
