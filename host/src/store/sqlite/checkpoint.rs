@@ -20,16 +20,29 @@
 //! passive ones left, and the next commit writes the WAL from its start
 //! again. The file keeps its size and is reused, which also spares the
 //! flushes the cost of a growing file.
+//!
+//! The thread also flushes the database file after every round that copied
+//! pages into it, because SQLite does not: a passive checkpoint flushes the
+//! database file only when it copied the whole WAL, which under sustained
+//! load it never does. The copied pages then waited in the page cache for
+//! the restart checkpoint, whose flush of the file wrote seconds of them
+//! (measured: 45 ms, at 5,000 notifications a second) while every writer
+//! waited, and set p99. Flushed a round at a time, they leave the restart a
+//! few milliseconds of work. Rounds are frequent ([`EVERY`]) for the same
+//! reason: the WAL's flushes queue behind the database file's on the disk,
+//! so many small flushes delay a commit less than a few large ones.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, ffi};
 
-/// How often the WAL is checkpointed.
-const EVERY: Duration = Duration::from_millis(250);
+/// How often the WAL is checkpointed. Measured at 5,000 notifications a
+/// second: p99 11–14 ms with a round every 250 ms, 7–9 ms every 50 ms, and
+/// no gain below that.
+const EVERY: Duration = Duration::from_millis(50);
 
 /// How many WAL frames may be in use before the WAL is started over:
 /// 64 MiB at the 4 KiB pages the store uses.
@@ -67,16 +80,15 @@ impl Checkpointer {
                     return;
                 };
                 let _ = conn.busy_timeout(RESTART_WAIT);
+                let mut rounds = Rounds::new(conn, restart_past);
                 loop {
-                    if checkpoint(&conn) > restart_past {
-                        restart(&conn);
-                    }
+                    rounds.run();
                     match stopped.recv_timeout(EVERY) {
                         Err(RecvTimeoutError::Timeout) => continue,
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
                     }
                 }
-                checkpoint(&conn);
+                rounds.run();
             })
             .ok();
         Self {
@@ -86,19 +98,115 @@ impl Checkpointer {
     }
 }
 
-/// One passive checkpoint; the frames in use in the WAL. A failure (the
-/// file is gone, the disk is full) is logged; the WAL keeps every commit
-/// meanwhile.
-fn checkpoint(conn: &Connection) -> u64 {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        row.get::<_, i64>(1)
-    }) {
-        Ok(frames) => u64::try_from(frames).unwrap_or(0),
-        Err(e) => {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
-            0
+/// The checkpointing thread's connection and what its last round found.
+struct Rounds {
+    conn: Connection,
+    restart_past: u64,
+    last: Option<Progress>,
+}
+
+/// Where a passive checkpoint left the WAL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Progress {
+    /// Frames in use in the WAL.
+    in_use: u64,
+    /// Of those, frames copied into the database file.
+    copied: u64,
+}
+
+/// What one round did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Round {
+    /// The database file was flushed after new pages were copied into it.
+    flushed_database: bool,
+    /// A restart checkpoint was run (it may have found the WAL busy).
+    restart_tried: bool,
+}
+
+impl Rounds {
+    fn new(conn: Connection, restart_past: u64) -> Self {
+        Self {
+            conn,
+            restart_past,
+            last: None,
         }
     }
+
+    /// A passive checkpoint; a flush of the database file if it copied
+    /// anything since the last round (an idle store is not flushed 20 times
+    /// a second); a restart checkpoint if the WAL is past its limit.
+    fn run(&mut self) -> Round {
+        let progress = checkpoint(&self.conn);
+        let copied_more = progress.is_some_and(|now| now.copied > 0 && Some(now) != self.last);
+        let flushed_database = copied_more && flush_database(&self.conn);
+        let restart_tried = progress.is_some_and(|now| now.in_use > self.restart_past);
+        if restart_tried {
+            restart(&self.conn);
+        }
+        self.last = progress;
+        Round {
+            flushed_database,
+            restart_tried,
+        }
+    }
+}
+
+/// One passive checkpoint. A failure (the file is gone, the disk is full)
+/// is logged; the WAL keeps every commit meanwhile.
+fn checkpoint(conn: &Connection) -> Option<Progress> {
+    let frames = |row: &rusqlite::Row<'_>, column| {
+        row.get::<_, i64>(column)
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    };
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok(Progress {
+            in_use: frames(row, 1)?,
+            copied: frames(row, 2)?,
+        })
+    }) {
+        Ok(progress) => Some(progress),
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            None
+        }
+    }
+}
+
+/// Flushes the database file (`fsync`) through the connection's own file
+/// handle; whether it succeeded. Only a round's latency depends on it:
+/// SQLite flushes the file itself before the WAL may be started over.
+///
+/// Why not a `File` of our own: closing any descriptor of the database
+/// file drops every POSIX lock this process holds on it, those of SQLite's
+/// other connections included, and SQLite has no other way to sync it.
+fn flush_database(conn: &Connection) -> bool {
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: `conn` is open and used by this thread alone, so its handle
+    // is valid and no other call is running on it. FILE_POINTER writes one
+    // `sqlite3_file` pointer (owned by SQLite, valid while the connection
+    // is open) into `file`, which has that type. The methods table and its
+    // `xSync` are SQLite's own for that file, called as its pager calls
+    // them, with a sync flag SQLite defines.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        let found = ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        );
+        match file.as_ref().and_then(|f| f.pMethods.as_ref()) {
+            Some(methods) if found == ffi::SQLITE_OK => match methods.xSync {
+                Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+                None => ffi::SQLITE_MISUSE,
+            },
+            _ => ffi::SQLITE_NOTFOUND,
+        }
+    };
+    if rc != ffi::SQLITE_OK {
+        tracing::warn!(code = rc, "flushing the database file failed; will retry");
+    }
+    rc == ffi::SQLITE_OK
 }
 
 /// A checkpoint that lets the next commit start the WAL over. It waits
@@ -135,7 +243,7 @@ mod tests {
     use rusqlite::Connection;
 
     use super::super::BUSY_TIMEOUT;
-    use super::Checkpointer;
+    use super::{Checkpointer, Round, Rounds, flush_database};
 
     const ROW_BYTES: usize = 100;
 
@@ -198,6 +306,66 @@ mod tests {
         let started_over = times_started_over(&wal);
         drop(checkpointer);
         started_over
+    }
+
+    /// A database in WAL mode that only `writer` checkpoints, and a
+    /// second connection to it for the checkpointing rounds.
+    fn wal_database(dir: &Path) -> (Connection, Connection) {
+        let path = dir.join("rounds.db");
+        let writer = Connection::open(&path).expect("open");
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .expect("wal");
+        assert_eq!(mode, "wal");
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t (x BLOB);")
+            .expect("schema");
+        (writer, Connection::open(&path).expect("checkpointing connection"))
+    }
+
+    fn insert_rows(writer: &Connection, rows: usize) {
+        for _ in 0..rows {
+            writer
+                .execute("INSERT INTO t (x) VALUES (zeroblob(?1))", [4000_i64])
+                .expect("insert");
+        }
+    }
+
+    #[test]
+    fn a_round_flushes_the_database_file_only_after_copying_new_pages_into_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (writer, conn) = wal_database(dir.path());
+        let mut rounds = Rounds::new(conn, u64::MAX);
+        insert_rows(&writer, 20);
+        let copied = Round {
+            flushed_database: true,
+            restart_tried: false,
+        };
+        let idle = Round {
+            flushed_database: false,
+            ..copied
+        };
+        assert_eq!(rounds.run(), copied, "new pages were copied");
+        assert_eq!(rounds.run(), idle, "nothing was written since");
+        insert_rows(&writer, 1);
+        assert_eq!(rounds.run(), copied, "a row was written since");
+    }
+
+    #[test]
+    fn a_round_past_the_limit_tries_a_restart() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (writer, conn) = wal_database(dir.path());
+        let mut rounds = Rounds::new(conn, 10);
+        insert_rows(&writer, 20);
+        assert!(rounds.run().restart_tried, "the WAL is past 10 frames");
+        insert_rows(&writer, 1);
+        assert!(!rounds.run().restart_tried, "the WAL was started over");
+    }
+
+    #[test]
+    fn a_database_in_memory_has_no_file_to_flush() {
+        let conn = Connection::open_in_memory().expect("open");
+        assert!(!flush_database(&conn));
     }
 
     #[test]
