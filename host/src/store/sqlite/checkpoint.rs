@@ -45,7 +45,11 @@ use rusqlite::{Connection, ffi};
 const EVERY: Duration = Duration::from_millis(50);
 
 /// How many WAL frames may be in use before the WAL is started over:
-/// 64 MiB at the 4 KiB pages the store uses.
+/// 64 MiB at the 4 KiB pages the store uses. A restart holds writers back
+/// for a few milliseconds (the frames since the last round, and a flush of
+/// what they touched), so it should be rare: at 5,000 notifications a
+/// second the WAL passes this about every 2 s (measured: 2,400 frames a
+/// round of 250 ms), which keeps restarts out of p99.
 const RESTART_PAST: u64 = 16_384;
 
 /// How long a restart checkpoint waits for the writer and for readers of
