@@ -5,8 +5,8 @@
 //! pages into the database and flushes it, while every writer queued
 //! behind it waits. Those stalls of tens of milliseconds are what a p99
 //! latency sees. Here the writer never checkpoints (`wal_autocheckpoint =
-//! 0`); a thread of the store's own, with its own connection, runs passive
-//! checkpoints a few times a second. A passive checkpoint takes no lock
+//! 0`); a thread of the store's own, with its own connection, runs a
+//! passive checkpoint every [`EVERY`]. A passive checkpoint takes no lock
 //! that writers or readers wait for, and durability does not depend on it:
 //! a commit is durable once its WAL frames are flushed.
 //!
@@ -107,6 +107,17 @@ struct Rounds {
     conn: Connection,
     restart_past: u64,
     last: Option<Progress>,
+    failing: Failing,
+}
+
+/// Which of a round's steps failed last time. A failure that lasts (a
+/// full disk, a file gone) is logged when it begins and when it ends, not
+/// at every round, 20 times a second.
+#[derive(Debug, Default)]
+struct Failing {
+    checkpoint: bool,
+    flush: bool,
+    restart: bool,
 }
 
 /// Where a passive checkpoint left the WAL.
@@ -133,19 +144,36 @@ impl Rounds {
             conn,
             restart_past,
             last: None,
+            failing: Failing::default(),
         }
     }
 
     /// A passive checkpoint; a flush of the database file if it copied
     /// anything since the last round (an idle store is not flushed 20 times
-    /// a second); a restart checkpoint if the WAL is past its limit.
+    /// a second); a restart checkpoint if the WAL is past its limit. A
+    /// step that fails is tried again next round; the WAL keeps every
+    /// commit meanwhile.
     fn run(&mut self) -> Round {
-        let progress = checkpoint(&self.conn);
+        let progress = logged(
+            &mut self.failing.checkpoint,
+            "WAL checkpoint",
+            checkpoint(&self.conn),
+        );
         let copied_more = progress.is_some_and(|now| now.copied > 0 && Some(now) != self.last);
-        let flushed_database = copied_more && flush_database(&self.conn);
+        let flushed_database = copied_more
+            && logged(
+                &mut self.failing.flush,
+                "flush of the database file",
+                flush_database(&self.conn),
+            )
+            .is_some();
         let restart_tried = progress.is_some_and(|now| now.in_use > self.restart_past);
         if restart_tried {
-            restart(&self.conn);
+            logged(
+                &mut self.failing.restart,
+                "WAL restart checkpoint",
+                restart(&self.conn),
+            );
         }
         self.last = progress;
         Round {
@@ -155,35 +183,58 @@ impl Rounds {
     }
 }
 
-/// One passive checkpoint. A failure (the file is gone, the disk is full)
-/// is logged; the WAL keeps every commit meanwhile.
-fn checkpoint(conn: &Connection) -> Option<Progress> {
-    let frames = |row: &rusqlite::Row<'_>, column| {
-        row.get::<_, i64>(column)
-            .map(|n| u64::try_from(n).unwrap_or(0))
-    };
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok(Progress {
-            in_use: frames(row, 1)?,
-            copied: frames(row, 2)?,
-        })
-    }) {
-        Ok(progress) => Some(progress),
+/// `result`'s value; its error logged if `step` was not already failing,
+/// and the end of a failure logged once.
+fn logged<T, E: std::fmt::Display>(
+    failing: &mut bool,
+    step: &'static str,
+    result: Result<T, E>,
+) -> Option<T> {
+    let news = began_or_ended(failing, result.is_err());
+    match result {
+        Ok(value) => {
+            if news {
+                tracing::info!(step, "works again");
+            }
+            Some(value)
+        }
         Err(e) => {
-            tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+            if news {
+                tracing::warn!(step, error = %e, "failed; tried again every round");
+            }
             None
         }
     }
 }
 
+/// Records whether a step failed this round; whether a failure began or
+/// ended with it.
+fn began_or_ended(failing: &mut bool, failed: bool) -> bool {
+    std::mem::replace(failing, failed) != failed
+}
+
+/// One passive checkpoint.
+fn checkpoint(conn: &Connection) -> rusqlite::Result<Progress> {
+    let frames = |row: &rusqlite::Row<'_>, column| {
+        row.get::<_, i64>(column)
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    };
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok(Progress {
+            in_use: frames(row, 1)?,
+            copied: frames(row, 2)?,
+        })
+    })
+}
+
 /// Flushes the database file (`fsync`) through the connection's own file
-/// handle; whether it succeeded. Only a round's latency depends on it:
+/// handle; fails with SQLite's result code. Only latency depends on it:
 /// SQLite flushes the file itself before the WAL may be started over.
 ///
 /// Why not a `File` of our own: closing any descriptor of the database
 /// file drops every POSIX lock this process holds on it, those of SQLite's
 /// other connections included, and SQLite has no other way to sync it.
-fn flush_database(conn: &Connection) -> bool {
+fn flush_database(conn: &Connection) -> Result<(), FlushFailed> {
     let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
     // SAFETY: `conn` is open and used by this thread alone, so its handle
     // is valid and no other call is running on it. FILE_POINTER writes one
@@ -207,23 +258,34 @@ fn flush_database(conn: &Connection) -> bool {
             _ => ffi::SQLITE_NOTFOUND,
         }
     };
-    if rc != ffi::SQLITE_OK {
-        tracing::warn!(code = rc, "flushing the database file failed; will retry");
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(FlushFailed(rc))
     }
-    rc == ffi::SQLITE_OK
+}
+
+/// SQLite's result code for a flush of the database file that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlushFailed(std::ffi::c_int);
+
+impl std::fmt::Display for FlushFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SQLite result code {}", self.0)
+    }
 }
 
 /// A checkpoint that lets the next commit start the WAL over. It waits
 /// (up to [`RESTART_WAIT`]) for readers of older snapshots and holds new
 /// writers back meanwhile; when it cannot finish, the next round tries again.
-fn restart(conn: &Connection) {
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+fn restart(conn: &Connection) -> rusqlite::Result<()> {
+    let busy = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
         row.get::<_, i64>(0)
-    }) {
-        Ok(0) => {}
-        Ok(_) => tracing::debug!("WAL restart checkpoint was busy; will retry"),
-        Err(e) => tracing::warn!(error = %e, "WAL restart checkpoint failed; will retry"),
+    })?;
+    if busy != 0 {
+        tracing::debug!("WAL restart checkpoint was busy; will retry");
     }
+    Ok(())
 }
 
 impl Drop for Checkpointer {
@@ -247,7 +309,7 @@ mod tests {
     use rusqlite::Connection;
 
     use super::super::BUSY_TIMEOUT;
-    use super::{Checkpointer, Round, Rounds, flush_database};
+    use super::{Checkpointer, Round, Rounds, began_or_ended, flush_database};
 
     const ROW_BYTES: usize = 100;
 
@@ -367,9 +429,19 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_that_lasts_is_news_when_it_begins_and_when_it_ends() {
+        let mut failing = false;
+        let news: Vec<bool> = [true, true, true, false, false, true]
+            .into_iter()
+            .map(|failed| began_or_ended(&mut failing, failed))
+            .collect();
+        assert_eq!(news, [true, false, false, true, false, true]);
+    }
+
+    #[test]
     fn a_database_in_memory_has_no_file_to_flush() {
         let conn = Connection::open_in_memory().expect("open");
-        assert!(!flush_database(&conn));
+        assert!(flush_database(&conn).is_err());
     }
 
     #[test]
