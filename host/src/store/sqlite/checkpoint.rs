@@ -446,8 +446,9 @@ mod tests {
 
     #[test]
     fn the_wal_is_started_over_once_past_its_limit_under_sustained_load() {
-        // A round every 250 ms restarts a WAL past 64 frames, so three
-        // restarts take about a second; the minute is for a starved machine.
+        // A round every 50 ms restarts a WAL past 64 frames, so three
+        // restarts take well under a second; the minute is for a starved
+        // machine.
         // Without the restart checkpoints the WAL is never started over
         // under this load.
         let started_over = sustained_load(64, 3, Duration::from_secs(60));
