@@ -35,7 +35,7 @@
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ffi};
 
@@ -57,6 +57,13 @@ const RESTART_PAST: u64 = 16_384;
 /// (a long read, an export say, must not stall payments) and tries again
 /// at the next round. Passive checkpoints never wait.
 const RESTART_WAIT: Duration = Duration::from_millis(50);
+
+/// How long restarts pause after one could not finish (a long read, an
+/// export say, still holds an older snapshot). Each attempt holds writers
+/// back for up to [`RESTART_WAIT`], so an attempt at every round would
+/// stall payments half the time for as long as the read lasts; with this
+/// pause, about one time in twenty.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The checkpointing thread; it checkpoints once more and stops on drop.
 #[derive(Debug)]
@@ -83,8 +90,7 @@ impl Checkpointer {
                 let Ok(conn) = Connection::open(&path) else {
                     return;
                 };
-                let _ = conn.busy_timeout(RESTART_WAIT);
-                let mut rounds = Rounds::new(conn, restart_past);
+                let mut rounds = Rounds::new(conn, restart_past, RESTART_BACKOFF);
                 loop {
                     rounds.run();
                     match stopped.recv_timeout(EVERY) {
@@ -106,6 +112,9 @@ impl Checkpointer {
 struct Rounds {
     conn: Connection,
     restart_past: u64,
+    restart_backoff: Duration,
+    /// Set while restarts pause after one that could not finish.
+    no_restart_before: Option<Instant>,
     last: Option<Progress>,
     failing: Failing,
 }
@@ -139,10 +148,13 @@ struct Round {
 }
 
 impl Rounds {
-    fn new(conn: Connection, restart_past: u64) -> Self {
+    fn new(conn: Connection, restart_past: u64, restart_backoff: Duration) -> Self {
+        let _ = conn.busy_timeout(RESTART_WAIT);
         Self {
             conn,
             restart_past,
+            restart_backoff,
+            no_restart_before: None,
             last: None,
             failing: Failing::default(),
         }
@@ -150,9 +162,9 @@ impl Rounds {
 
     /// A passive checkpoint; a flush of the database file if it copied
     /// anything since the last round (an idle store is not flushed 20 times
-    /// a second); a restart checkpoint if the WAL is past its limit. A
-    /// step that fails is tried again next round; the WAL keeps every
-    /// commit meanwhile.
+    /// a second); a restart checkpoint if the WAL is past its limit and
+    /// restarts are not pausing. A step that fails is tried again later;
+    /// the WAL keeps every commit meanwhile.
     fn run(&mut self) -> Round {
         let progress = logged(
             &mut self.failing.checkpoint,
@@ -167,13 +179,16 @@ impl Rounds {
                 flush_database(&self.conn),
             )
             .is_some();
-        let restart_tried = progress.is_some_and(|now| now.in_use > self.restart_past);
+        let restart_tried = progress.is_some_and(|now| now.in_use > self.restart_past)
+            && self.no_restart_before.is_none_or(|t| Instant::now() >= t);
         if restart_tried {
-            logged(
+            let finished = logged(
                 &mut self.failing.restart,
                 "WAL restart checkpoint",
                 restart(&self.conn),
             );
+            self.no_restart_before =
+                (finished != Some(true)).then(|| Instant::now() + self.restart_backoff);
         }
         self.last = progress;
         Round {
@@ -275,17 +290,17 @@ impl std::fmt::Display for FlushFailed {
     }
 }
 
-/// A checkpoint that lets the next commit start the WAL over. It waits
-/// (up to [`RESTART_WAIT`]) for readers of older snapshots and holds new
-/// writers back meanwhile; when it cannot finish, the next round tries again.
-fn restart(conn: &Connection) -> rusqlite::Result<()> {
+/// A checkpoint that lets the next commit start the WAL over; whether it
+/// finished. It waits (up to [`RESTART_WAIT`]) for readers of older
+/// snapshots and holds new writers back meanwhile.
+fn restart(conn: &Connection) -> rusqlite::Result<bool> {
     let busy = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
         row.get::<_, i64>(0)
     })?;
     if busy != 0 {
         tracing::debug!("WAL restart checkpoint was busy; will retry");
     }
-    Ok(())
+    Ok(busy == 0)
 }
 
 impl Drop for Checkpointer {
@@ -401,7 +416,7 @@ mod tests {
     fn a_round_flushes_the_database_file_only_after_copying_new_pages_into_it() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (writer, conn) = wal_database(dir.path());
-        let mut rounds = Rounds::new(conn, u64::MAX);
+        let mut rounds = Rounds::new(conn, u64::MAX, Duration::ZERO);
         insert_rows(&writer, 20);
         let copied = Round {
             flushed_database: true,
@@ -421,7 +436,7 @@ mod tests {
     fn a_round_past_the_limit_tries_a_restart() {
         let dir = tempfile::tempdir().expect("temp dir");
         let (writer, conn) = wal_database(dir.path());
-        let mut rounds = Rounds::new(conn, 10);
+        let mut rounds = Rounds::new(conn, 10, Duration::ZERO);
         insert_rows(&writer, 20);
         assert!(rounds.run().restart_tried, "the WAL is past 10 frames");
         insert_rows(&writer, 1);
@@ -436,6 +451,31 @@ mod tests {
             .map(|failed| began_or_ended(&mut failing, failed))
             .collect();
         assert_eq!(news, [true, false, false, true, false, true]);
+    }
+
+    #[test]
+    fn restarts_pause_after_one_a_long_read_kept_from_finishing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (writer, conn) = wal_database(dir.path());
+        let backoff = Duration::from_millis(200);
+        let mut rounds = Rounds::new(conn, 10, backoff);
+        insert_rows(&writer, 20);
+        let reader = Connection::open(dir.path().join("rounds.db")).expect("reader");
+        reader.execute_batch("BEGIN").expect("begin");
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .expect("read");
+        insert_rows(&writer, 20);
+        assert!(rounds.run().restart_tried, "the WAL is past 10 frames");
+        assert!(
+            !rounds.run().restart_tried,
+            "restarts pause after one the open read kept from finishing"
+        );
+        reader.execute_batch("COMMIT").expect("end the read");
+        std::thread::sleep(backoff + Duration::from_millis(50));
+        assert!(rounds.run().restart_tried, "the pause is over");
+        insert_rows(&writer, 1);
+        assert!(!rounds.run().restart_tried, "the WAL was started over");
     }
 
     #[test]
