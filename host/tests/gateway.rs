@@ -366,11 +366,25 @@ async fn forged_notifications_are_refused_audited_and_change_nothing() {
         ),
     ];
     for (case, body) in cases {
-        let (status, reply) = f.post_notification("/notify/pay", body).await;
+        let (status, reply) = f.post_notification("/notify/pay", body.clone()).await;
         assert_eq!(status, 200, "{case}");
         assert!(reply.contains("FAIL"), "{case}: {reply}");
         assert_ne!(reply, ACK, "{case}");
         assert_eq!(f.order(&no).await.state, OrderState::Pending, "{case}");
+        let recorded: Vec<_> = f
+            .notifications()
+            .await
+            .into_iter()
+            .filter(|n| n.body == body)
+            .collect();
+        assert_eq!(recorded.len(), 1, "{case}: recorded once");
+        if case == "amount" {
+            let verdict = &recorded[0].verdict;
+            assert!(
+                matches!(verdict, Verdict::Rejected(why) if why.contains("total_fee")),
+                "the order's amount, not the one claimed: {verdict:?}"
+            );
+        }
     }
     let (status, _) = f
         .post_notification("/notify/pay", vec![b'x'; 70 * 1024])

@@ -17,8 +17,9 @@ use std::sync::{Arc, Barrier};
 use wxpay::store::{
     Admission, AgentRecord, ApprovalInput, ApprovalKind, ApprovalState, AuditEventInput, Charge,
     ChargeInput, ConsoleKind, ConsoleRecord, Inserted, NotificationKind, Order, OrderPatch,
-    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, SCHEMA_VERSION,
-    SpendLimit, SqliteStore, Store, StoreError, Transition, Usage, Verdict,
+    OrderState, OrderTerms, PaidNotification, PaymentApplied, Refund, RefundInsert, RefundPatch,
+    RefundState, SCHEMA_VERSION, SpendLimit, SqliteStore, Store, StoreError, Transition, Usage,
+    Verdict,
 };
 use wxpay_guest::SignType;
 
@@ -156,6 +157,7 @@ on_both_backends!(
     amounts_beyond_the_store_range_are_a_typed_error,
     transitions_are_compare_and_set,
     payment_notification_outcomes_are_recorded_with_verdicts,
+    a_payment_checked_against_other_terms_writes_nothing,
     notifications_keep_raw_bytes_and_page_oldest_first,
     concurrent_duplicate_notifications_through_one_store_apply_once,
     concurrent_duplicate_notifications_through_separate_connections_apply_once,
@@ -182,7 +184,22 @@ on_both_backends!(
     a_fetched_order_is_the_stored_one,
 );
 
-/// The callback's write for `out_trade_no`, awaited on this thread.
+/// The terms of every order [`order`] makes.
+fn terms() -> OrderTerms {
+    order("-", OrderState::Created, T0).terms()
+}
+
+/// The transition of a payment applied to an order with its terms.
+fn recorded(applied: PaymentApplied) -> Transition {
+    match applied {
+        PaymentApplied::Recorded(transition) => transition,
+        PaymentApplied::TermsDiffer(order) => panic!("terms differ: {order:?}"),
+    }
+}
+
+/// The callback's write for `out_trade_no`, checked against the order's
+/// terms (those [`order`] gives when it is not stored), awaited on this
+/// thread.
 fn pay(
     store: &dyn Store,
     out_trade_no: &str,
@@ -191,14 +208,26 @@ fn pay(
     at_ms: i64,
     audit: Option<&AuditEventInput>,
 ) -> Result<Transition, StoreError> {
-    futures::executor::block_on(store.apply_paid_notification(PaidNotification {
-        out_trade_no: out_trade_no.into(),
-        transaction_id: transaction_id.into(),
-        paid_at_ms,
-        body: BODY.to_vec(),
-        at_ms,
-        audit: audit.cloned(),
-    }))
+    pay_with_terms(
+        store,
+        PaidNotification {
+            out_trade_no: out_trade_no.into(),
+            transaction_id: transaction_id.into(),
+            paid_at_ms,
+            body: BODY.to_vec(),
+            at_ms,
+            terms: store
+                .order(out_trade_no)
+                .expect("read order")
+                .map_or_else(terms, |o| o.terms()),
+            audit: audit.cloned(),
+        },
+    )
+    .map(recorded)
+}
+
+fn pay_with_terms(store: &dyn Store, paid: PaidNotification) -> Result<PaymentApplied, StoreError> {
+    futures::executor::block_on(store.apply_paid_notification(paid))
 }
 
 /// `each` payments of order `o-1` from each of `threads` threads, started
@@ -561,6 +590,73 @@ fn payment_notification_outcomes_are_recorded_with_verdicts(backend: &Backend) {
     );
 }
 
+fn a_payment_checked_against_other_terms_writes_nothing(backend: &Backend) {
+    // The store pays an order only if it has the terms the notification
+    // was checked against; otherwise it returns the order as it is and
+    // records nothing, so the gateway can check the notification against it.
+    let store = backend.open();
+    let store = &*store;
+    insert_new(store, &order("o-1", OrderState::Pending, T0));
+    let before = stored(store, "o-1");
+    let audit = audit_input("notification.payment");
+    let paid = |terms: OrderTerms| PaidNotification {
+        out_trade_no: "o-1".into(),
+        transaction_id: "tx-1".into(),
+        paid_at_ms: T0,
+        body: BODY.to_vec(),
+        at_ms: T0 + 1,
+        terms,
+        audit: Some(audit.clone()),
+    };
+    let other_terms = [
+        OrderTerms {
+            total_fee: 1,
+            ..terms()
+        },
+        OrderTerms {
+            fee_type: "USD".into(),
+            ..terms()
+        },
+        OrderTerms {
+            sign_type: SignType::Md5,
+            ..terms()
+        },
+    ];
+    for other in other_terms {
+        let applied = pay_with_terms(store, paid(other.clone())).expect("apply");
+        assert_eq!(
+            applied,
+            PaymentApplied::TermsDiffer(before.clone()),
+            "{other:?}"
+        );
+    }
+    assert_eq!(stored(store, "o-1"), before, "the order is unchanged");
+    assert!(
+        store
+            .notifications(10, 0)
+            .expect("notifications")
+            .is_empty()
+    );
+    assert!(store.audit(0, 10).expect("audit").is_empty());
+
+    let applied = pay_with_terms(store, paid(terms())).expect("apply");
+    assert!(recorded(applied).applied());
+    assert_eq!(store.notifications(10, 0).expect("notifications").len(), 1);
+    assert_eq!(store.audit(0, 10).expect("audit").len(), 1);
+    let again = pay_with_terms(
+        store,
+        paid(OrderTerms {
+            total_fee: 1,
+            ..terms()
+        }),
+    );
+    assert!(
+        matches!(again, Ok(PaymentApplied::TermsDiffer(ref o)) if o.state == OrderState::Paid),
+        "a paid order's terms are still compared: {again:?}"
+    );
+    assert_eq!(store.notifications(10, 0).expect("notifications").len(), 1);
+}
+
 fn notifications_keep_raw_bytes_and_page_oldest_first(backend: &Backend) {
     let store = backend.open();
     let store = &*store;
@@ -678,6 +774,7 @@ fn paid_notifications_from_tasks_and_threads_apply_once_together(backend: &Backe
         paid_at_ms: T0,
         body: BODY.to_vec(),
         at_ms: T0 + i as i64,
+        terms: terms(),
         audit: Some(audit_input("notification.payment")),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -691,7 +788,7 @@ fn paid_notifications_from_tasks_and_threads_apply_once_together(backend: &Backe
     let mut results = runtime.block_on(async {
         let mut results = Vec::new();
         for future in futures {
-            results.push(future.await.expect("task").expect("apply"));
+            results.push(recorded(future.await.expect("task").expect("apply")));
         }
         results
     });

@@ -64,8 +64,8 @@ pub use self::redis_store::{RedisSettings, RedisStore};
 pub use self::sqlite::{CommitStats, SqliteSettings, SqliteStore};
 pub use self::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
-    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, Transition,
-    Verdict,
+    OrderState, OrderTerms, PaidNotification, PaymentApplied, Refund, RefundInsert, RefundPatch,
+    RefundState, Transition, Verdict,
 };
 
 /// A store call's result, arriving later, holding no thread meanwhile.
@@ -241,10 +241,13 @@ pub trait Store: Send + Sync {
     /// Up to `limit` audit events with `seq > after_seq`, in order.
     fn audit(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditEvent>>;
 
-    /// A verified payment notification, in one atomic step: moves the order
+    /// A verified payment notification, in one atomic step. When the order
+    /// does not have the terms the notification was checked against
+    /// (`paid.terms`), nothing is written and the order is returned
+    /// ([`PaymentApplied::TermsDiffer`]). Otherwise this moves the order
     /// from Created or Pending to Paid (setting `transaction_id` and
     /// `paid_at_ms`), and records the raw body with `dedupe_key =
-    /// transaction_id` and the verdict:
+    /// transaction_id` and the verdict ([`PaymentApplied::Recorded`]):
     ///
     /// - [`Transition::Applied`], `accepted`: this call paid the order.
     /// - [`Transition::AlreadyThere`], `duplicate`: it was already paid
@@ -254,15 +257,18 @@ pub trait Store: Send + Sync {
     /// - [`Transition::Missing`], `rejected:unknown order`.
     ///
     /// When the future resolves to `Ok`, both writes are durable and the
-    /// caller may ACK (for the first two outcomes). The signature and
-    /// amounts must be verified before calling: the store does not read the
-    /// body. `audit` is appended in the same step when this call paid the
-    /// order; it is checked (JSON `detail`) before anything is written.
+    /// caller may ACK (for the first two outcomes). The signature must be
+    /// verified, and the notification checked against `terms`, before
+    /// calling: the store does not read the body. Because the terms are
+    /// compared in the same step, the callback need not read the order
+    /// first: one round trip to the store for a notification that matches.
+    /// `audit` is appended in the same step when this call paid the order;
+    /// it is checked (JSON `detail`) before anything is written.
     ///
     /// It is a future, holding no thread while the change waits for the
     /// disk or the network: this is the callback's one write, and a burst
     /// of notifications must not park a thread each.
-    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>>;
+    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<PaymentApplied>;
 
     /// Up to `limit` refunds in one of `states` whose last change is before
     /// `older_than_ms`, oldest change first: refunds whose outcome

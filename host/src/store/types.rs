@@ -175,6 +175,31 @@ pub struct Order {
     pub version: u64,
 }
 
+impl Order {
+    /// What a payment notification is checked against (never changed
+    /// once the order is stored).
+    pub fn terms(&self) -> OrderTerms {
+        OrderTerms {
+            total_fee: self.total_fee,
+            fee_type: self.fee_type.clone(),
+            sign_type: self.sign_type,
+        }
+    }
+}
+
+/// The terms of an order that a payment notification must match: its
+/// amount, its currency and the algorithm its messages are signed with.
+/// Fixed when the order is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderTerms {
+    /// The amount in fen.
+    pub total_fee: u64,
+    /// The currency.
+    pub fee_type: String,
+    /// The algorithm.
+    pub sign_type: SignType,
+}
+
 /// Fields a transition may set alongside the state. `None` leaves the
 /// stored value as it is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -387,8 +412,26 @@ pub struct PaidNotification {
     pub body: Vec<u8>,
     /// When it was received.
     pub at_ms: i64,
+    /// The terms the notification was checked against. Nothing is written
+    /// unless the order has them: see [`PaymentApplied`].
+    pub terms: OrderTerms,
     /// Appended when this notification paid the order.
     pub audit: Option<AuditEventInput>,
+}
+
+/// What [`Store::apply_paid_notification`](super::Store::apply_paid_notification)
+/// did with a verified payment notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum PaymentApplied {
+    /// The order has the terms the notification was checked against, or
+    /// there is no such order: the transition to paid was tried, and the
+    /// notification recorded with its verdict.
+    Recorded(Transition<Order>),
+    /// The order's terms are not those the notification was checked
+    /// against: nothing was written. The order as it is, for the
+    /// notification to be checked against it.
+    TermsDiffer(Order),
 }
 
 /// An audit event to append.

@@ -58,8 +58,8 @@ use super::ledger::{Charge, ChargeInput, LedgerEntry};
 use super::meters::{Meter, Usage};
 use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
-    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, Transition,
-    Verdict,
+    OrderState, PaidNotification, PaymentApplied, Refund, RefundInsert, RefundPatch, RefundState,
+    Transition, Verdict,
 };
 use super::{ConsoleKind, ConsoleRecord, Store, StoreFuture, StoreResult, check_audit};
 
@@ -408,7 +408,10 @@ fn payment_args(paid: &PaidNotification) -> StoreResult<Args> {
         .text(&paid.transaction_id)
         .int(paid.paid_at_ms)
         .bytes(&paid.body)
-        .int(paid.at_ms);
+        .int(paid.at_ms)
+        .amount(paid.terms.total_fee, "total_fee")?
+        .text(&paid.terms.fee_type)
+        .text(paid.terms.sign_type.as_str());
     audit_event(&mut args, paid.audit.as_ref())?;
     Ok(args)
 }
@@ -476,6 +479,17 @@ fn transition_reply<T>(
         "missing" => Transition::Missing,
         _ => return Err(StoreError::corrupt(what, "unknown outcome")),
     })
+}
+
+/// A payment notification's outcome: the transition, or the order whose
+/// terms differ.
+fn payment_reply(reply: &Value) -> StoreResult<PaymentApplied> {
+    let (code, rest) = tagged(reply, "orders")?;
+    if code == "differs" {
+        let order = fields::order(&Fields::required(nth(rest, 0, "orders")?, "orders")?)?;
+        return Ok(PaymentApplied::TermsDiffer(order));
+    }
+    transition_reply(reply, "orders", fields::order).map(PaymentApplied::Recorded)
 }
 
 /// Runs `future` on the store's runtime and waits for it, from any thread.
@@ -741,13 +755,13 @@ impl Store for RedisStore {
         self.records("audit", &mut args, "audit_log", fields::audit_event)
     }
 
-    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>> {
+    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<PaymentApplied> {
         let mut args = match payment_args(&paid) {
             Ok(args) => args,
             Err(refused) => return Box::pin(std::future::ready(Err(refused))),
         };
         let reply = self.call_later("apply_payment_notification", &mut args);
-        Box::pin(async move { transition_reply(&reply.await?, "orders", fields::order) })
+        Box::pin(async move { payment_reply(&reply.await?) })
     }
 
     fn refunds_in_state(

@@ -504,9 +504,16 @@ function ops.audit()
   return sequence('audit', tonumber(A[1]) + 1, tonumber(A[2]))
 end
 
+-- Nothing is written when the order's terms (amount, currency, algorithm)
+-- are not those the notification was checked against: the order comes
+-- back as 'differs' for the gateway to check the notification against it.
 function ops.apply_payment_notification()
   local no, transaction, paid_at, body, at = A[1], A[2], A[3], A[4], A[5]
-  local event = audit_at(6)
+  local terms = redis.call('HMGET', key('order', no), 'total_fee', 'fee_type', 'sign_type')
+  if terms[1] and (terms[1] ~= A[6] or terms[2] ~= A[7] or terms[3] ~= A[8]) then
+    return { 'differs', record(key('order', no)) }
+  end
+  local event = audit_at(9)
   local patch = { transaction_id = transaction, paid_at_ms = paid_at }
   local code = cas_order(no, { created = true, pending = true }, 'paid', patch, at)
   audit_if(code, event)

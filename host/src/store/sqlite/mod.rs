@@ -40,8 +40,8 @@ use super::rows::{
 use super::schema;
 use super::types::{
     AuditEvent, AuditEventInput, Inserted, NotificationKind, NotificationRecord, Order, OrderPatch,
-    OrderState, PaidNotification, Refund, RefundInsert, RefundPatch, RefundState, Transition,
-    Verdict,
+    OrderState, OrderTerms, PaidNotification, PaymentApplied, Refund, RefundInsert, RefundPatch,
+    RefundState, Transition, Verdict,
 };
 use super::{ConsoleKind, ConsoleRecord, Store, StoreFuture, StoreResult, check_audit};
 
@@ -221,14 +221,17 @@ impl SqliteStore {
 }
 
 /// A verified payment notification's writes: the order paid (when it may
-/// be), the audit event when it was, and the notification with its verdict.
-fn apply_payment(tx: &Connection, paid: &PaidNotification) -> StoreResult<Transition<Order>> {
+/// be), the audit event when it was, and the notification with its verdict;
+/// none of them when the order's terms are not those it was checked
+/// against.
+fn apply_payment(tx: &Connection, paid: &PaidNotification) -> StoreResult<PaymentApplied> {
     let PaidNotification {
         out_trade_no,
         transaction_id,
         paid_at_ms,
         body,
         at_ms,
+        terms,
         audit,
     } = paid;
     let patch = OrderPatch {
@@ -237,7 +240,10 @@ fn apply_payment(tx: &Connection, paid: &PaidNotification) -> StoreResult<Transi
         ..OrderPatch::default()
     };
     let from = [OrderState::Created, OrderState::Pending];
-    let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, *at_ms)?;
+    let cas = cas_order_with(tx, out_trade_no, &from, OrderState::Paid, &patch, *at_ms, Some(terms))?;
+    if let Some(order) = cas.record().filter(|order| order.terms() != *terms) {
+        return Ok(PaymentApplied::TermsDiffer(order.clone()));
+    }
     let (transition, verdict) = payment_verdict(cas, transaction_id);
     audit_if_applied(tx, &transition, audit.as_ref())?;
     insert_notification_row(
@@ -249,7 +255,7 @@ fn apply_payment(tx: &Connection, paid: &PaidNotification) -> StoreResult<Transi
         Some(transaction_id),
         &verdict,
     )?;
-    Ok(transition)
+    Ok(PaymentApplied::Recorded(transition))
 }
 
 /// SQLite's write-ahead log for the database at `path`.
@@ -440,6 +446,24 @@ fn cas_order(
     patch: &OrderPatch,
     at_ms: i64,
 ) -> StoreResult<Transition<Order>> {
+    cas_order_with(conn, out_trade_no, from, to, patch, at_ms, None)
+}
+
+/// [`cas_order`], changing nothing unless the order has `terms` (when
+/// given). An order whose terms differ comes back as `AlreadyThere` or
+/// `Refused`, unchanged; the caller compares its terms.
+fn cas_order_with(
+    conn: &Connection,
+    out_trade_no: &str,
+    from: &[OrderState],
+    to: OrderState,
+    patch: &OrderPatch,
+    at_ms: i64,
+    terms: Option<&OrderTerms>,
+) -> StoreResult<Transition<Order>> {
+    let total_fee = terms
+        .map(|t| to_sql_int(t.total_fee, "total_fee"))
+        .transpose()?;
     let changed = conn
         .prepare_cached(
             "UPDATE orders SET state = ?2, updated_at_ms = ?3, version = version + 1,
@@ -448,7 +472,8 @@ fn cas_order(
                 transaction_id = COALESCE(?6, transaction_id),
                 paid_at_ms = COALESCE(?7, paid_at_ms)
              WHERE out_trade_no = ?1 AND state != ?2
-               AND instr(?8, ',' || state || ',') > 0",
+               AND instr(?8, ',' || state || ',') > 0
+               AND (?9 IS NULL OR (total_fee = ?9 AND fee_type = ?10 AND sign_type = ?11))",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
@@ -460,6 +485,9 @@ fn cas_order(
                 patch.transaction_id,
                 patch.paid_at_ms,
                 state_list(from.iter().map(|s| s.as_str())),
+                total_fee,
+                terms.map(|t| t.fee_type.as_str()),
+                terms.map(|t| t.sign_type.as_str()),
             ])
         })
         .ctx("transition order")?;
@@ -853,7 +881,7 @@ impl Store for SqliteStore {
         )
     }
 
-    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<Transition<Order>> {
+    fn apply_paid_notification(&self, paid: PaidNotification) -> StoreFuture<PaymentApplied> {
         if let Some(Err(refused)) = paid.audit.as_ref().map(check_audit) {
             return Box::pin(std::future::ready(Err(refused)));
         }
