@@ -10,10 +10,12 @@
 //! (so a genuine one is retried), and changes nothing.
 //!
 //! A payment notification that verifies costs one trip to the store, not
-//! two: the component checks it against the terms it claims, and the store
-//! pays the order only if the order has exactly those terms, compared in
-//! the same atomic step as the payment. An order with other terms comes
-//! back unchanged, and the notification is then checked against it in the
+//! two: the store pays the order only if the order has exactly the terms
+//! the notice claims (its amount and currency, and the algorithm it was
+//! verified with), compared in the same atomic step as the payment. For a
+//! verified notice that comparison is the component's check against the
+//! order, and a test holds the two together. An order with other terms
+//! comes back unchanged, and the notice is then checked against it in the
 //! component, which gives the reason it is refused. (With Redis, each trip
 //! also waits for the server's flush: the order's read used to wait behind
 //! other notifications' writes.)
@@ -96,8 +98,8 @@ impl Gateway {
     ///
     /// Most notifications are verified with one parse and paid with one
     /// trip to the store: verified with the merchant's algorithm and no
-    /// order, checked in the component against the terms they claim, then
-    /// applied if the order has those terms (see the module's docs).
+    /// order, then applied if the order has the terms they claim (see the
+    /// module's docs).
     ///
     /// Otherwise the order is read (or came back from the store with other
     /// terms), and the notice is checked against it in the component. A
