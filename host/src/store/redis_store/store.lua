@@ -225,10 +225,12 @@ local function cas(kind, no, from, to, patch, at)
     return 'refused'
   end
   redis.call('ZREM', key(kind .. 's', state), no)
-  redis.call('HSET', k, 'state', to, 'updated_at_ms', at)
+  local set = { 'HSET', k, 'state', to, 'updated_at_ms', at }
   for name, value in pairs(patch) do
-    redis.call('HSET', k, name, value)
+    set[#set + 1] = name
+    set[#set + 1] = value
   end
+  redis.call(unpack(set))
   redis.call('HINCRBY', k, 'version', 1)
   redis.call('ZADD', key(kind .. 's', to), at, no)
   if kind == 'order' then
@@ -310,15 +312,17 @@ end
 
 local function record_notification(kind, body, at, no, dedupe, verdict)
   local id = redis.call('INCR', key('seq', 'notification'))
-  local k = key('notification', id)
-  redis.call('HSET', k, 'id', id, 'kind', kind, 'received_at_ms', at, 'body', body,
-    'verdict', verdict)
+  local set = { 'HSET', key('notification', id), 'id', id, 'kind', kind, 'received_at_ms', at,
+    'body', body, 'verdict', verdict }
   if no then
-    redis.call('HSET', k, 'out_trade_no', no)
+    set[#set + 1] = 'out_trade_no'
+    set[#set + 1] = no
   end
   if dedupe then
-    redis.call('HSET', k, 'dedupe_key', dedupe)
+    set[#set + 1] = 'dedupe_key'
+    set[#set + 1] = dedupe
   end
+  redis.call(unpack(set))
   return id
 end
 
