@@ -279,6 +279,13 @@ fn engine_config(limits: &SandboxLimits) -> Config {
     config
 }
 
+/// Bytes of each table zeroed in place when its instance goes, rather than
+/// handed back to the kernel. The component's tables hold about a hundred
+/// functions (under 2 KiB), so zeroing them costs less than the `madvise`
+/// that would return their pages and the page faults that would bring them
+/// back at the next instantiation: 34 → 27 µs an instantiation here.
+const TABLE_KEEP_RESIDENT: usize = 16 * 1024;
+
 fn pool_config(limits: &SandboxLimits) -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::new();
     pool.total_component_instances(limits.pool_instances)
@@ -286,7 +293,8 @@ fn pool_config(limits: &SandboxLimits) -> PoolingAllocationConfig {
         .total_memories(limits.pool_instances.saturating_mul(2))
         .total_tables(limits.pool_instances.saturating_mul(2))
         .total_stacks(limits.pool_instances)
-        .max_memory_size(limits.max_memory_bytes);
+        .max_memory_size(limits.max_memory_bytes)
+        .table_keep_resident(TABLE_KEEP_RESIDENT);
     pool
 }
 
