@@ -240,7 +240,7 @@ fn apply_payment(tx: &Connection, paid: &PaidNotification) -> StoreResult<Paymen
         ..OrderPatch::default()
     };
     let from = [OrderState::Created, OrderState::Pending];
-    let cas = cas_order_with(tx, out_trade_no, &from, OrderState::Paid, &patch, *at_ms, Some(terms))?;
+    let cas = cas_order(tx, out_trade_no, &from, OrderState::Paid, &patch, *at_ms, Some(terms))?;
     if let Some(order) = cas.record().filter(|order| order.terms() != *terms) {
         return Ok(PaymentApplied::TermsDiffer(order.clone()));
     }
@@ -437,22 +437,11 @@ fn insert_order_row(conn: &Connection, o: &Order, total_fee: i64) -> StoreResult
     Ok(())
 }
 
-/// The single compare-and-set on an order, inside the caller's transaction.
+/// The single compare-and-set on an order, inside the caller's transaction,
+/// changing nothing unless the order has `terms` (when given). An order
+/// whose terms differ comes back as `AlreadyThere` or `Refused`, unchanged;
+/// the caller compares its terms.
 fn cas_order(
-    conn: &Connection,
-    out_trade_no: &str,
-    from: &[OrderState],
-    to: OrderState,
-    patch: &OrderPatch,
-    at_ms: i64,
-) -> StoreResult<Transition<Order>> {
-    cas_order_with(conn, out_trade_no, from, to, patch, at_ms, None)
-}
-
-/// [`cas_order`], changing nothing unless the order has `terms` (when
-/// given). An order whose terms differ comes back as `AlreadyThere` or
-/// `Refused`, unchanged; the caller compares its terms.
-fn cas_order_with(
     conn: &Connection,
     out_trade_no: &str,
     from: &[OrderState],
@@ -692,7 +681,7 @@ fn settle_order_in(
         OrderState::Refunding,
         OrderState::Refunded,
     ];
-    let cas = cas_order(conn, out_trade_no, &paid, to, &OrderPatch::default(), at_ms)?;
+    let cas = cas_order(conn, out_trade_no, &paid, to, &OrderPatch::default(), at_ms, None)?;
     Ok(cas.record().cloned())
 }
 
@@ -752,7 +741,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Transition<Order>> {
         audit.map(check_audit).transpose()?;
         self.write(|tx| {
-            let cas = cas_order(tx, out_trade_no, from, to, &patch, at_ms)?;
+            let cas = cas_order(tx, out_trade_no, from, to, &patch, at_ms, None)?;
             audit_if_applied(tx, &cas, audit)?;
             Ok(cas)
         })
