@@ -539,7 +539,7 @@ impl Gateway {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Write as _;
+    use zeroize::Zeroizing;
 
     use super::*;
     use crate::key::ApiKey;
@@ -568,11 +568,7 @@ mod tests {
         // The callback pays an order without the component's check when
         // the order has the terms the notice claims. That is sound only
         // while the check passes for exactly those terms.
-        let mut key_file = tempfile::NamedTempFile::new().map_err(|e| Error::input("key", e))?;
-        key_file
-            .write_all(b"192006250b4c09247ec02edce69f6a2d")
-            .map_err(|e| Error::input("key", e))?;
-        let key = ApiKey::from_file(key_file.path())?;
+        let key = ApiKey::from_secret(Zeroizing::new("192006250b4c09247ec02edce69f6a2d".into()))?;
         let mut signer = Sandbox::embedded()?.instantiate()?;
         for algorithm in [SignType::Md5, SignType::HmacSha256] {
             let settings = MerchantSettings {
@@ -591,10 +587,6 @@ mod tests {
                     signer.check_payment_notice(&merchant, &notice, &expected)
                 };
                 check(&claimed)?;
-                let other_algorithm = match algorithm {
-                    SignType::Md5 => SignType::HmacSha256,
-                    SignType::HmacSha256 => SignType::Md5,
-                };
                 let others = [
                     OrderTerms {
                         total_fee: claimed.total_fee + 1,
@@ -605,7 +597,7 @@ mod tests {
                         ..claimed.clone()
                     },
                     OrderTerms {
-                        sign_type: other_algorithm.into(),
+                        sign_type: claimed.sign_type.other(),
                         ..claimed.clone()
                     },
                 ];
