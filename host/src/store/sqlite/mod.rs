@@ -17,6 +17,7 @@ mod group_commit;
 mod readers;
 
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
@@ -453,39 +454,46 @@ fn cas_order(
     let total_fee = terms
         .map(|t| to_sql_int(t.total_fee, "total_fee"))
         .transpose()?;
-    let changed = conn
-        .prepare_cached(
-            "UPDATE orders SET state = ?2, updated_at_ms = ?3, version = version + 1,
-                prepay_id = COALESCE(?4, prepay_id),
-                code_url = COALESCE(?5, code_url),
-                transaction_id = COALESCE(?6, transaction_id),
-                paid_at_ms = COALESCE(?7, paid_at_ms)
-             WHERE out_trade_no = ?1 AND state != ?2
-               AND instr(?8, ',' || state || ',') > 0
-               AND (?9 IS NULL OR (total_fee = ?9 AND fee_type = ?10 AND sign_type = ?11))",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                out_trade_no,
-                to.as_str(),
-                at_ms,
-                patch.prepay_id,
-                patch.code_url,
-                patch.transaction_id,
-                patch.paid_at_ms,
-                state_list(from.iter().map(|s| s.as_str())),
-                total_fee,
-                terms.map(|t| t.fee_type.as_str()),
-                terms.map(|t| t.sign_type.as_str()),
-            ])
-        })
-        .ctx("transition order")?;
-    if changed > 0 && to == OrderState::Paid {
+    let updated = query_one(
+        conn,
+        "transition order",
+        &CAS_ORDER_SQL,
+        params![
+            out_trade_no,
+            to.as_str(),
+            at_ms,
+            patch.prepay_id,
+            patch.code_url,
+            patch.transaction_id,
+            patch.paid_at_ms,
+            state_list(from.iter().map(|s| s.as_str())),
+            total_fee,
+            terms.map(|t| t.fee_type.as_str()),
+            terms.map(|t| t.sign_type.as_str()),
+        ],
+        rows::order,
+    )?;
+    if updated.is_some() && to == OrderState::Paid {
         ledger::credit_topup_in(conn, out_trade_no, at_ms)?;
     }
-    let current = select_order(conn, out_trade_no)?;
-    Ok(outcome(changed, current, |o| o.state == to))
+    outcome(updated, || select_order(conn, out_trade_no), |o| o.state == to)
 }
+
+/// [`cas_order`]'s statement. It returns the order it changed, so a
+/// change (the common case: a first delivery) costs no second read.
+static CAS_ORDER_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE orders SET state = ?2, updated_at_ms = ?3, version = version + 1,
+            prepay_id = COALESCE(?4, prepay_id),
+            code_url = COALESCE(?5, code_url),
+            transaction_id = COALESCE(?6, transaction_id),
+            paid_at_ms = COALESCE(?7, paid_at_ms)
+         WHERE out_trade_no = ?1 AND state != ?2
+           AND instr(?8, ',' || state || ',') > 0
+           AND (?9 IS NULL OR (total_fee = ?9 AND fee_type = ?10 AND sign_type = ?11))
+         RETURNING {ORDER_COLUMNS}"
+    )
+});
 
 /// The single compare-and-set on a refund, inside the caller's transaction.
 fn cas_refund(
@@ -496,39 +504,48 @@ fn cas_refund(
     patch: &RefundPatch,
     at_ms: i64,
 ) -> StoreResult<Transition<Refund>> {
-    let changed = conn
-        .prepare_cached(
-            "UPDATE refunds SET state = ?2, updated_at_ms = ?3, version = version + 1,
-                refund_id = COALESCE(?4, refund_id)
-             WHERE out_refund_no = ?1 AND state != ?2
-               AND instr(?5, ',' || state || ',') > 0",
-        )
-        .and_then(|mut stmt| {
-            stmt.execute(params![
-                out_refund_no,
-                to.as_str(),
-                at_ms,
-                patch.refund_id,
-                state_list(from.iter().map(|s| s.as_str())),
-            ])
-        })
-        .ctx("transition refund")?;
-    let current = select_refund(conn, out_refund_no)?;
-    Ok(outcome(changed, current, |r| r.state == to))
+    let updated = query_one(
+        conn,
+        "transition refund",
+        &CAS_REFUND_SQL,
+        params![
+            out_refund_no,
+            to.as_str(),
+            at_ms,
+            patch.refund_id,
+            state_list(from.iter().map(|s| s.as_str())),
+        ],
+        rows::refund,
+    )?;
+    outcome(updated, || select_refund(conn, out_refund_no), |r| r.state == to)
 }
 
-/// What a compare-and-set did, from the rows it changed and the record now.
+/// [`cas_refund`]'s statement, returning the refund it changed.
+static CAS_REFUND_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE refunds SET state = ?2, updated_at_ms = ?3, version = version + 1,
+            refund_id = COALESCE(?4, refund_id)
+         WHERE out_refund_no = ?1 AND state != ?2
+           AND instr(?5, ',' || state || ',') > 0
+         RETURNING {REFUND_COLUMNS}"
+    )
+});
+
+/// What a compare-and-set did: the record it changed, or else the record
+/// as it is now (read only then), which says why nothing changed.
 fn outcome<T>(
-    changed: usize,
-    current: Option<T>,
+    changed: Option<T>,
+    read_current: impl FnOnce() -> StoreResult<Option<T>>,
     is_at_target: impl Fn(&T) -> bool,
-) -> Transition<T> {
-    match current {
+) -> StoreResult<Transition<T>> {
+    if let Some(record) = changed {
+        return Ok(Transition::Applied(record));
+    }
+    Ok(match read_current()? {
         None => Transition::Missing,
-        Some(record) if changed > 0 => Transition::Applied(record),
         Some(record) if is_at_target(&record) => Transition::AlreadyThere(record),
         Some(record) => Transition::Refused(record),
-    }
+    })
 }
 
 fn refunded_total_in(conn: &Connection, out_trade_no: &str) -> StoreResult<u64> {
